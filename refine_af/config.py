@@ -1,0 +1,317 @@
+"""The run config: one YAML file, validated, with defaults that run on a laptop.
+
+`RunConfig` composes one model per concern. Every model forbids unknown keys, so a typo is an error that names its
+key path. Any key can be overridden from the command line with `--set section.key=value` (the value is parsed as
+YAML, so `--set instructions.target=40` is an int). Only user choices live here: numbers derived from them
+(effective batch, total rounds) are computed and printed by the stage that needs them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from refine_af.errors import RefineError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class S3Config(_Section):
+    """Where `s3://` URIs point. Unset values fall back to the standard AWS variables (`AWS_ENDPOINT_URL`, ...).
+
+    Credentials never go here: they come from the environment (a Kubernetes Secret in the cluster).
+    """
+
+    endpoint_url: str | None = None  # MinIO: http://minio:9000
+    region: str | None = None
+    addressing_style: Literal["path", "virtual", "auto"] = "path"  # path style works with MinIO and moto
+    max_attempts: int = Field(5, ge=1)  # botocore "standard" retry mode: transient errors and throttling
+    connect_timeout: float = Field(5, gt=0)
+
+
+class GenerationConfig(_Section):
+    """The generation backend every generating stage uses. Operational: changing it does not rerun stages."""
+
+    backend: Literal["auto", "transformers", "vllm"] = "auto"  # auto: vllm when importable with a GPU
+    device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: fp32 on CPU (no bf16 units)
+    batch_size: int = Field(32, ge=1)  # prompts per forward pass (transformers backend)
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)  # vllm only
+
+
+class InstructionsConfig(_Section):
+    """Stage `instructions`: Self-Instruct bootstrapping from the seed tasks."""
+
+    target: int = Field(40, ge=1)  # accepted instructions to stop at (the paper: 15000 per backbone)
+    prompt_instructions: int = Field(8, ge=2)  # numbered instructions shown in each prompt
+    seed_in_prompt: int = Field(6, ge=1)  # of which from the seeds; the rest from accepted ones once there are any
+    prompts_per_round: int = Field(8, ge=1)  # prompts generated between checkpoints
+    max_rounds: int = Field(200, ge=1)  # give up (keeping what was accepted) after this many rounds
+    rouge_threshold: float = Field(0.7, gt=0, le=1)  # reject when ROUGE-L F against any pooled one exceeds it
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(160, ge=8)
+    classify: bool = True  # label each accepted instruction as classification or not (few-shot)
+
+    @field_validator("seed_in_prompt")
+    @classmethod
+    def _fits(cls, v: int, info: Any) -> int:
+        total = info.data.get("prompt_instructions", 8)
+        if v > total:
+            raise ValueError(f"must be at most prompt_instructions ({total})")
+        return v
+
+
+class LoraSettings(_Section):
+    """LoRA adapter shape shared by the rl and sft stages (peft)."""
+
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+# -- rl (owned by the rl stage: rewards.py, ppo.py) -- #
+
+
+class _RewardTerm(_Section):
+    """One reward term: which scorer fills it, its weight in the sum, and the scoring model."""
+
+    scorer: str  # each term narrows this to the scorers that can fill it
+    weight: float = Field(1.0, strict=True)  # 0 switches the term off (not loaded, not computed); a number
+    model: str | None = None  # scoring model reference; None: the run's model, or the scorer's preset (see below)
+
+
+class _ModelTerm(_RewardTerm):
+    # squash of likelihood / reward-model scorers: sigma((x - center) / scale); ignored by unieval and judge
+    center: float = Field(0.0, strict=True)
+    scale: float = Field(1.0, gt=0)
+    question: str | None = None  # judge only: the yes/no question (None: the term's default question)
+
+
+class RewardModelTerm(_ModelTerm):
+    """`reward_model`: conditional_logprob (CPU stand-in) | sequence_classifier (preset: OpenAssistant's RM) | judge."""
+
+    scorer: Literal["conditional_logprob", "sequence_classifier", "judge"] = "conditional_logprob"
+    center: float = Field(-2.5, strict=True)
+
+
+class NaturalnessTerm(_ModelTerm):
+    """`naturalness`: mean_logprob (CPU) | unieval (preset: MingZhong/unieval-dialog) | judge."""
+
+    scorer: Literal["mean_logprob", "unieval", "judge"] = "mean_logprob"
+    center: float = Field(-4.0, strict=True)
+
+
+class CoherenceTerm(_ModelTerm):
+    """`coherence`: pmi (CPU) | conditional_logprob | unieval | judge."""
+
+    scorer: Literal["pmi", "conditional_logprob", "unieval", "judge"] = "pmi"
+    scale: float = Field(0.5, gt=0)
+
+
+class UnderstandabilityTerm(_ModelTerm):
+    """`understandability`: input_logprob (CPU: the input given the instruction) | unieval | judge."""
+
+    scorer: Literal["input_logprob", "unieval", "judge"] = "input_logprob"
+    center: float = Field(-3.5, strict=True)
+    empty_input: float = Field(0.5, ge=0, le=1)  # input_logprob's score for an empty input: neutral
+
+
+class LengthTerm(_RewardTerm):
+    """`length`: length_window: 0 for an empty output, ramps to 1 at `min`, flat to `max`, then max / n."""
+
+    scorer: Literal["length_window"] = "length_window"
+    weight: float = Field(0.5, strict=True)
+    unit: Literal["words", "tokens"] = "words"  # tokens: counted with the term's model's tokenizer
+    min: int = Field(1, ge=1)
+    max: int = Field(100, ge=1)
+
+    @field_validator("max")
+    @classmethod
+    def _window(cls, v: int, info: Any) -> int:
+        if v < info.data.get("min", 1):
+            raise ValueError("must be at least min")
+        return v
+
+
+class RewardConfig(_Section):
+    """The composite reward: total = sum over terms of weight * scorer(instruction, input, output).
+
+    The defaults are the CPU preset (likelihoods under the run's model; formulas in `refine_af/rewards.py`). The
+    paper's scorers, for GPU pods (`refine_af.rewards.CLUSTER_PRESET`):
+
+        reward:
+          reward_model:      {scorer: sequence_classifier, model: "hf:OpenAssistant/oasst-rm-2.1-pythia-1.4b-epoch-2.5"}
+          naturalness:       {scorer: unieval, model: "hf:MingZhong/unieval-dialog"}
+          coherence:         {scorer: unieval, model: "hf:MingZhong/unieval-dialog"}
+          understandability: {scorer: unieval, model: "hf:MingZhong/unieval-dialog"}
+          length:            {scorer: length_window, weight: 0.5}
+    """
+
+    reward_model: RewardModelTerm = RewardModelTerm()
+    naturalness: NaturalnessTerm = NaturalnessTerm()
+    coherence: CoherenceTerm = CoherenceTerm()
+    understandability: UnderstandabilityTerm = UnderstandabilityTerm(weight=0.5)
+    length: LengthTerm = LengthTerm()
+
+
+class GRPOSettings(_Section):
+    """GRPO only (TRL's GRPOTrainer): group size. The rest comes from RLConfig (see `refine_af/grpo.py`)."""
+
+    num_generations: int = Field(4, ge=2)  # completions per instruction; batch_size must be a multiple of it
+
+
+class RLConfig(_Section):
+    """Stage `rl`: the policy (model + LoRA) learns to write instances that the composite reward likes.
+
+    Controls the algorithm:
+        algorithm: ppo (hand-written, `refine_af/ppo.py`, the paper's) | grpo (TRL's GRPOTrainer)
+        steps, batch_size: optimisation steps, rollouts (instruction -> completion) per step
+    PPO update (per step: ppo_epochs passes over the rollouts, each split into `minibatches` optimiser steps):
+        clip_range, clip_range_value, vf_coef, gamma, lam, learning_rate, max_grad_norm
+    KL penalty to the frozen base model (the same weights with the adapter off):
+        kl_coef: start value; target_kl None keeps it fixed, a number adapts it (Ziegler et al. 2019) with kl_horizon
+    Rollouts: max_new_tokens, temperature, top_p (logprobs are taken at `temperature`; top_p < 1 makes the
+        sampler differ slightly from the policy the logprobs describe)
+    Drift warnings (logged with sample responses): warn_kl, warn_entropy, warn_length_ratio
+    GRPO reads steps, batch_size, learning_rate, kl_coef (as beta), clip_range, max_new_tokens, temperature,
+        top_p, lora, reward and grpo.*; it makes one pass per rollout batch (TRL's num_iterations=1).
+    """
+
+    algorithm: Literal["ppo", "grpo"] = "ppo"
+    steps: int = Field(20, ge=1)
+    batch_size: int = Field(8, ge=1)  # rollouts per step; 8 x 48 tokens is ~5 s per step on 2 CPU cores
+    minibatches: int = Field(2, ge=1)  # optimiser steps per PPO epoch; must divide batch_size
+    ppo_epochs: int = Field(2, ge=1)
+    clip_range: float = Field(0.2, gt=0)  # policy ratio clip
+    clip_range_value: float = Field(0.2, gt=0)  # value prediction clip around the rollout's values
+    vf_coef: float = Field(0.1, ge=0)
+    kl_coef: float = Field(0.05, ge=0)
+    target_kl: float | None = Field(None, gt=0)  # nats per response; None: fixed kl_coef
+    kl_horizon: int = Field(10_000, ge=1)  # rollouts over which the adaptive coefficient may move by ~20%
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(0.95, ge=0, le=1)
+    learning_rate: float = Field(3e-5, gt=0)  # LoRA parameters and the value head
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_new_tokens: int = Field(48, ge=1)  # response length: the instance (input and output)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    checkpoint_every: int = Field(10, ge=1)  # steps between full-state checkpoints
+    warn_kl: float = Field(10.0, gt=0)  # warn when mean KL per response exceeds this (nats)
+    warn_entropy: float = Field(0.2, ge=0)  # warn when mean token entropy drops below this (nats)
+    warn_length_ratio: float = Field(3.0, gt=1)  # warn when mean length leaves [first / r, first * r]
+    lora: LoraSettings = LoraSettings()
+    reward: RewardConfig = RewardConfig()
+    grpo: GRPOSettings = GRPOSettings()
+
+    @field_validator("minibatches")
+    @classmethod
+    def _divides(cls, v: int, info: Any) -> int:
+        batch = info.data.get("batch_size", 8)
+        if batch % v:
+            raise ValueError(f"must divide batch_size ({batch})")
+        return v
+
+    @field_validator("grpo")
+    @classmethod
+    def _groups(cls, v: GRPOSettings, info: Any) -> GRPOSettings:
+        batch = info.data.get("batch_size", 8)
+        if info.data.get("algorithm") == "grpo" and batch % v.num_generations:
+            raise ValueError(f"num_generations ({v.num_generations}) must divide batch_size ({batch})")
+        return v
+
+
+class RunConfig(_Section):
+    """A whole run. `refine-af run` with no arguments uses these defaults: the builtin model on this machine."""
+
+    run: str = "runs/default"  # run location: a directory, file://..., or s3://bucket/runs/<id>
+    model: str = "builtin"  # builtin | local directory | hf:org/name | s3://bucket/models/x
+    seeds: str = "builtin"  # builtin | path or s3:// URI of seed tasks (Self-Instruct JSONL schema)
+    seed: int = 0  # every random choice derives from it
+    cache_dir: str | None = None  # model cache; default $REFINE_AF_CACHE or ~/.cache/refine-af
+    s3: S3Config = S3Config()
+    generation: GenerationConfig = GenerationConfig()
+    instructions: InstructionsConfig = InstructionsConfig()
+
+
+# -- loading ----------------------------------------------------------------------------------------------------------
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    parts = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        parts.append(f"{path}: {msg}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def _set_path(data: dict, dotted: str, value: Any) -> None:
+    """Set `a.b.c` in nested dicts, refusing keys that RunConfig does not have."""
+    model: type[BaseModel] | None = RunConfig
+    node = data
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        fields = model.model_fields if model else {}
+        if part not in fields:
+            where = ".".join(parts[:i]) or "the config"
+            known = ", ".join(sorted(fields)) if fields else "none"
+            raise RefineError(f"--set {dotted}: '{part}' is not a key of {where} (known: {known})")
+        if i == len(parts) - 1:
+            node[part] = value
+            return
+        annotation = fields[part].annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        if model is None:
+            raise RefineError(f"--set {dotted}: '{part}' is a value, not a section")
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise RefineError(f"--set {dotted}: '{part}' is not a section in the config file")
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise RefineError(f"--set {item!r}: expected key=value, for example --set instructions.target=40")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (), *, text: str | None = None) -> RunConfig:
+    """Read YAML (a file, or `text`), apply `--set` overrides, validate. Errors name the file and key path."""
+    source = str(path) if path else "config"
+    data: Any = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise RefineError(f"cannot read config {path}: {e.strerror}") from None
+    if text:
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise RefineError(f"{source}:{where} is not valid YAML: {getattr(e, 'problem', e)}") from None
+        if not isinstance(data, dict):
+            raise RefineError(f"{source}: expected a mapping of config sections at the top level")
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_path(data, key, value)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise RefineError(_format_errors(e, source + (" (with --set overrides)" if overrides else ""))) from None
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,52 @@
+"""The backend interface: sampling parameters in, completions out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Prompt = str | list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.0  # 0 means greedy decoding
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    stop: tuple[str, ...] = ()  # generation ends at the first of these; the text is cut before it
+    seed: int | None = None  # same prompts + same seed -> same completions
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: Literal["stop", "length"]  # "length": cut by max_new_tokens, the text may be incomplete
+    prompt_ids: list[int] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)  # generated ids, before stop-string truncation
+
+
+class Backend(Protocol):
+    tokenizer: Any
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams, desc: str | None = None
+                 ) -> list[Completion]:
+        """One completion per prompt, in order; `desc` labels the progress bar."""
+
+
+def render(tokenizer: Any, prompt: Prompt) -> str:
+    """Prompt text: raw strings pass through, chat messages go through the model's chat template."""
+    if isinstance(prompt, str):
+        return prompt
+    if getattr(tokenizer, "chat_template", None) is None:  # a base model: plain "role: content" turns
+        return "".join(f"{m['content']}\n\n" if m["role"] != "assistant" else m["content"] for m in prompt)
+    continues = prompt[-1]["role"] == "assistant"
+    return tokenizer.apply_chat_template(
+        prompt, tokenize=False, add_generation_prompt=not continues, continue_final_message=continues
+    )
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut `text` before the earliest stop string; says whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# README's test command: set up (idempotent), then the whole suite, slow end-to-end tests included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+. .venv/bin/activate
+exec python -m pytest -q "$@"

@@ -1,0 +1,116 @@
+"""Shared fixtures: the shared data folder, a real S3 endpoint (moto's server), tiny and builtin models."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    if not (SHARED / "data").is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def seed_file(shared: Path) -> Path:
+    return shared / "data" / "seed_tasks.jsonl"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_moto(env_extra: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """moto's S3 server on a free loopback port: a real HTTP endpoint that boto3 talks to as to MinIO."""
+    port = _free_port()
+    exe = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], env={**os.environ, **(env_extra or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("moto_server did not start")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    proc, url = start_moto()
+    yield url
+    proc.terminate()
+    proc.wait(5)
+
+
+@pytest.fixture
+def s3_env(s3_endpoint, monkeypatch):
+    """Standard AWS variables pointing at moto; returns a helper that creates a fresh bucket."""
+    import uuid
+
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+
+    def bucket() -> str:
+        name = f"b-{uuid.uuid4().hex[:12]}"
+        client.create_bucket(Bucket=name)
+        return name
+
+    bucket.client = client  # type: ignore[attr-defined]
+    bucket.endpoint = s3_endpoint  # type: ignore[attr-defined]
+    return bucket
+
+
+@pytest.fixture(scope="session")
+def builtin_dir() -> Path:
+    """The builtin model as a cached HF directory (converted from its GGUF once per machine)."""
+    from refine_af.models import resolve
+
+    return resolve("builtin")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, builtin_dir) -> Path:
+    """A tiny random Llama with the builtin tokenizer: real code paths, milliseconds per step."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(builtin_dir)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 900
+        ) -> subprocess.CompletedProcess:
+    """Run the real `refine-af` entry point in a subprocess."""
+    exe = shutil.which("refine-af", path=str(Path(sys.executable).parent)) or "refine-af"
+    return subprocess.run([exe, *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True,
+                          text=True, timeout=timeout)

@@ -1,0 +1,60 @@
+import pytest
+
+from refine_af.generate import SamplingParams, truncate_at_stop
+from refine_af.generate.base import render
+from refine_af.generate.hf import TransformersBackend
+from refine_af.models import load_causal_lm
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    model, tok = load_causal_lm(str(tiny_model_dir), device="cpu")
+    return TransformersBackend(model, tok, batch_size=3)
+
+
+PROMPTS = ["Hello there", "A much longer prompt that needs left padding in a batch", "1. One\n2."]
+
+
+def test_sampling_is_deterministic_under_a_seed(tiny):
+    params = SamplingParams(temperature=1.0, top_p=0.9, max_new_tokens=12, seed=7)
+    a, b = tiny.generate(PROMPTS, params), tiny.generate(PROMPTS, params)
+    assert [c.text for c in a] == [c.text for c in b]
+    c = tiny.generate(PROMPTS, SamplingParams(temperature=1.0, max_new_tokens=12, seed=8))
+    assert [x.token_ids for x in c] != [x.token_ids for x in a]
+
+
+def test_batched_greedy_equals_one_by_one(tiny):
+    params = SamplingParams(max_new_tokens=10)
+    batched = tiny.generate(PROMPTS, params)
+    single = [tiny.generate([p], params)[0] for p in PROMPTS]
+    assert [c.token_ids for c in batched] == [c.token_ids for c in single]
+    assert all(c.finish_reason in ("stop", "length") for c in batched)
+    assert batched[0].prompt_ids == tiny.tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"]
+
+
+def test_max_new_tokens_and_finish_reason(tiny):
+    out = tiny.generate(PROMPTS, SamplingParams(max_new_tokens=5))
+    assert all(len(c.token_ids) <= 5 for c in out)
+    assert any(c.finish_reason == "length" for c in out)
+
+
+def test_stop_strings_cut_the_text():
+    assert truncate_at_stop("a\nb\n\nc", ["\n\n"]) == ("a\nb", True)
+    assert truncate_at_stop("abc", ["x", "c"]) == ("ab", True)
+    assert truncate_at_stop("abc", []) == ("abc", False)
+
+
+def test_stop_strings_in_generation(tiny):
+    free = tiny.generate(PROMPTS, SamplingParams(max_new_tokens=16))
+    stop = free[1].text[3:5]  # a string that greedy decoding is known to produce
+    cut = tiny.generate(PROMPTS, SamplingParams(max_new_tokens=16, stop=(stop,)))
+    assert stop not in cut[1].text and free[1].text.startswith(cut[1].text)
+
+
+def test_chat_prompts_use_the_template(builtin_dir):
+    _, tok = load_causal_lm("builtin")
+    text = render(tok, [{"role": "user", "content": "Hi"}])
+    assert text.endswith("<|im_start|>assistant\n") and "Hi" in text
+    prefilled = render(tok, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Input:"}])
+    assert prefilled.endswith("Input:")
+    assert render(tok, "raw text") == "raw text"
