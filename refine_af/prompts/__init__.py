@@ -1,0 +1,11 @@
+"""Versioned prompt templates (`string.Template`, `$name` placeholders). Their bytes are part of every
+fingerprint, so editing a prompt reruns the stages that use it."""
+
+from functools import cache
+from importlib import resources
+from string import Template
+
+
+@cache
+def template(name: str) -> Template:
+    return Template(resources.files(__name__).joinpath(f"{name}.txt").read_text())

@@ -1,0 +1,103 @@
+"""The real `refine-af` command: bad input gives one line and exit 2, and touches nothing."""
+
+import json
+
+import pytest
+
+from conftest import cli, start_moto
+
+GOOD = {"id": "t", "name": "n", "instruction": "Name a color you like and say why.",
+        "instances": [{"input": "", "output": "Blue, it is calm."}], "is_classification": False}
+
+
+@pytest.fixture(scope="module")
+def done_run(tmp_path_factory, builtin_dir):
+    """A run whose instructions stage finished, made quickly: the builtin model, two prompts, two instructions."""
+    run = tmp_path_factory.mktemp("runs") / "r"
+    seeds = run.parent / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps({**GOOD, "id": f"t{i}", "instruction": f"{GOOD['instruction']} {w}"})
+                             + "\n" for i, w in enumerate(["now", "today", "please"])))
+    res = cli("run", "--stages", "instructions", "--run", str(run), "--set", f"seeds={seeds}",
+              "--set", "instructions.prompts_per_round=2", "--set", "instructions.target=2",
+              "--set", "instructions.classify=false", "--set", "instructions.max_new_tokens=48")
+    assert res.returncode == 0, res.stderr
+    return run, seeds
+
+
+def _assert_clean_error(res, *fragments):
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error: "), res.stderr
+    assert "Traceback" not in res.stderr
+    for f in fragments:
+        assert f in lines[-1], (f, lines[-1])
+
+
+def _snapshot(run):
+    return {p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+
+def test_show_lists_states(done_run):
+    run, _ = done_run
+    res = cli("show", "--run", str(run))
+    assert res.returncode == 0 and res.stdout.split()[:2] == ["instructions", "done"]
+    rows = json.loads(cli("show", "--run", str(run), "--json").stdout)
+    assert rows[0]["counts"]["accepted"] == 2
+
+
+def test_rerun_skips_and_stage_command_matches(done_run):
+    run, _ = done_run
+    res = cli("stage", "instructions", "--run", str(run))  # what a pod runs: config from the run root
+    assert res.returncode == 0 and "instructions: skipped" in res.stdout, res.stderr
+
+
+@pytest.mark.parametrize(("content", "fragments"), [
+    ("{}\n{oops\n", ["seeds.jsonl:2: not valid JSON"]),
+    (json.dumps({k: v for k, v in GOOD.items() if k != "instances"}) + "\n", ["seeds.jsonl:1", "'instances'"]),
+    ("", ["no seed tasks"]),
+])
+def test_bad_seeds_touch_nothing(done_run, tmp_path, content, fragments):
+    run, _ = done_run
+    before = _snapshot(run)
+    bad = tmp_path / "seeds.jsonl"
+    bad.write_text(content)
+    _assert_clean_error(cli("stage", "instructions", "--run", str(run), "--set", f"seeds={bad}"), *fragments)
+    assert _snapshot(run) == before
+
+
+def test_missing_model_touches_nothing(done_run):
+    run, _ = done_run
+    before = _snapshot(run)
+    _assert_clean_error(cli("stage", "instructions", "--run", str(run), "--set", "model=/no/such/model"),
+                        "model '/no/such/model'", "does not exist")
+    assert _snapshot(run) == before
+
+
+def test_config_errors(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("instructions:\n  targte: 4\n")
+    _assert_clean_error(cli("run", "--config", str(cfg), "--run", str(tmp_path / "r")),
+                        "run.yaml", "instructions.targte: unknown key")
+    _assert_clean_error(cli("run", "--run", str(tmp_path / "r"), "--set", "instructions.nope=1"),
+                        "'nope' is not a key of instructions")
+    _assert_clean_error(cli("run", "--stages", "nosuch", "--run", str(tmp_path / "r")), "unknown stage 'nosuch'")
+    assert not (tmp_path / "r" / "instructions").exists()
+
+
+def test_unwritable_run_directory():
+    _assert_clean_error(cli("run", "--run", "/proc/refine-af/run"), "is not writable")
+
+
+def test_s3_errors(s3_env):
+    _assert_clean_error(cli("run", "--run", "s3://absent-bucket/runs/x"), "bucket 'absent-bucket' does not exist")
+    _assert_clean_error(cli("show", "--run", "s3://b/x", env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
+                            timeout=120), "cannot reach the S3 endpoint")
+    proc, url = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
+    try:
+        _assert_clean_error(cli("run", "--run", "s3://b/x", env={"AWS_ENDPOINT_URL": url}), "check the credentials")
+    finally:
+        proc.terminate()
+
+
+def test_stage_needs_its_config(tmp_path):
+    _assert_clean_error(cli("stage", "instructions", "--run", str(tmp_path / "empty")), "has no config.yaml")
