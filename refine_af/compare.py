@@ -1,0 +1,304 @@
+"""Two-arm comparison: which arm wins per task, how often, and how sure we can be.
+
+The paper's headline (REFINE-AF ahead of Self-Instruct on 63-66% of SuperNI tasks) is a per-task win count. Given
+per-task scores (ROUGE-L, 0..100, from `refine_af.superni.score_tasks`) for two arms, `compare` builds a
+`report.json`-ready dict with:
+
+* per task: both scores, the difference A - B, and the winner; |A - B| <= `tie_tolerance` is a tie;
+* wins and shares: share = wins / tasks, for each arm and for ties (the three add up to 1), plus A's share of the
+  decided tasks (wins_A / (wins_A + wins_B)) since papers quote both;
+* per-arm means over tasks with percentile bootstrap confidence intervals, and the same for the mean difference
+  and A's win share. Resampling is over tasks (the unit the headline counts), *paired*: every resample draws the
+  same tasks for all arms, so the difference's interval reflects the arms' correlation. numpy, seeded;
+* a per-category table (task category, e.g. SuperNI's `Categories[0]`) and an optional reference arm (the
+  untuned base model) shown next to both, which wins and shares ignore.
+
+Tasks scored by only one of the arms are listed under "unmatched" and left out of every number.
+`render_markdown` and `plot` (matplotlib, object API: no pyplot state, no GUI backend) present the same dict.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["bootstrap_ci", "compare", "plot", "render_markdown", "winner"]
+
+TIE = "tie"
+UNCATEGORIZED = "Uncategorized"
+
+
+def winner(a: float, b: float, arm_a: str, arm_b: str, tolerance: float = 0.0) -> str:
+    """`arm_a` if a beats b by more than `tolerance`, `arm_b` if the reverse, else "tie"."""
+    if abs(a - b) <= tolerance:
+        return TIE
+    return arm_a if a > b else arm_b
+
+
+def _quantiles(samples: np.ndarray, confidence: float) -> list[float]:
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(samples, [alpha, 1.0 - alpha])
+    return [float(lo), float(hi)]
+
+
+def bootstrap_ci(
+    values, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, list[float]]:
+    """(mean, [low, high]): percentile bootstrap interval of the mean of `values`, resampled with replacement."""
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        raise ValueError("bootstrap of an empty sample")
+    idx = np.random.default_rng(seed).integers(0, x.size, size=(n_boot, x.size))
+    return float(x.mean()), _quantiles(x[idx].mean(axis=1), confidence)
+
+
+def _check_scores(scores: Mapping[str, Mapping[str, float]], arm: str) -> dict[str, float]:
+    if arm not in scores:
+        raise ValueError(f"no scores for arm '{arm}' (have: {', '.join(sorted(scores)) or 'none'})")
+    out = {}
+    for task, value in scores[arm].items():
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"arm '{arm}', task '{task}': score must be a finite number, got {value!r}")
+        out[task] = float(value)
+    return out
+
+
+def compare(
+    scores: Mapping[str, Mapping[str, float]],
+    arm_a: str = "refine-af",
+    arm_b: str = "self-instruct",
+    *,
+    base: str | None = None,
+    categories: Mapping[str, str] | None = None,
+    tie_tolerance: float = 0.0,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    metric: str = "rougeL",
+) -> dict[str, Any]:
+    """Compare `scores[arm_a]` with `scores[arm_b]` (arm -> {task: score}) over the tasks both scored.
+
+    `base` names a reference arm in `scores` (e.g. the untuned model), reported but never counted in wins;
+    `categories` maps task -> category (missing: "Uncategorized"). The result holds only JSON types.
+    """
+    if arm_a == arm_b or TIE in (arm_a, arm_b, base):
+        raise ValueError(f"compare needs two different arms, neither named '{TIE}'")
+    if tie_tolerance < 0 or not 0 < confidence < 1 or n_boot < 1:
+        raise ValueError("need tie_tolerance >= 0, 0 < confidence < 1 and n_boot >= 1")
+    a, b = _check_scores(scores, arm_a), _check_scores(scores, arm_b)
+    ref = _check_scores(scores, base) if base is not None else {}
+    tasks = sorted(a.keys() & b.keys())
+    if not tasks:
+        raise ValueError(f"arms '{arm_a}' and '{arm_b}' have no scored task in common")
+    categories = categories or {}
+    cat = {t: categories.get(t, UNCATEGORIZED) for t in tasks}
+    n = len(tasks)
+
+    # 1. per task: scores, difference, winner
+    per_task = []
+    for t in tasks:
+        row = {
+            "task": t,
+            "category": cat[t],
+            "scores": {arm_a: a[t], arm_b: b[t]},
+            "diff": a[t] - b[t],
+            "winner": winner(a[t], b[t], arm_a, arm_b, tie_tolerance),
+        }
+        if base is not None:
+            row["scores"][base] = ref.get(t)
+        per_task.append(row)
+    won = np.array([r["winner"] for r in per_task])
+    wins = {arm_a: int((won == arm_a).sum()), arm_b: int((won == arm_b).sum()), TIE: int((won == TIE).sum())}
+    decided = wins[arm_a] + wins[arm_b]
+
+    # 2. paired bootstrap over tasks: the same resampled tasks for every statistic
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    va, vb = np.array([a[t] for t in tasks]), np.array([b[t] for t in tasks])
+    means = {
+        arm_a: {"mean": float(va.mean()), "ci": _quantiles(va[idx].mean(axis=1), confidence), "n": n},
+        arm_b: {"mean": float(vb.mean()), "ci": _quantiles(vb[idx].mean(axis=1), confidence), "n": n},
+    }
+    if base is not None:
+        have = [t for t in tasks if t in ref]
+        if have:
+            mean, ci = bootstrap_ci([ref[t] for t in have], n_boot, confidence, seed)
+            means[base] = {"mean": mean, "ci": ci, "n": len(have)}
+        else:
+            means[base] = {"mean": None, "ci": None, "n": 0}
+    diff = va - vb
+    a_won = (won == arm_a).astype(float)
+
+    # 3. per category
+    per_category = []
+    for c in sorted(set(cat.values())):
+        rows = [r for r in per_task if r["category"] == c]
+        entry = {
+            "category": c,
+            "n_tasks": len(rows),
+            "means": {arm: float(np.mean([r["scores"][arm] for r in rows])) for arm in (arm_a, arm_b)},
+            "wins": {k: sum(r["winner"] == k for r in rows) for k in (arm_a, arm_b, TIE)},
+        }
+        if base is not None:
+            vals = [r["scores"][base] for r in rows if r["scores"][base] is not None]
+            entry["means"][base] = float(np.mean(vals)) if vals else None
+        entry["share"] = entry["wins"][arm_a] / len(rows)
+        per_category.append(entry)
+
+    return {
+        "metric": metric,
+        "arms": [arm_a, arm_b],
+        "base": base,
+        "n_tasks": n,
+        "tie_tolerance": tie_tolerance,
+        "bootstrap": {
+            "n": n_boot,
+            "confidence": confidence,
+            "seed": seed,
+            "unit": "task",
+            "method": "percentile",
+        },
+        "wins": wins,
+        "share": {k: v / n for k, v in wins.items()},
+        "share_ci": {arm_a: _quantiles(a_won[idx].mean(axis=1), confidence)},
+        "share_of_decided": {
+            arm_a: wins[arm_a] / decided if decided else None,
+            arm_b: wins[arm_b] / decided if decided else None,
+        },
+        "means": means,
+        "mean_diff": {"mean": float(diff.mean()), "ci": _quantiles(diff[idx].mean(axis=1), confidence)},
+        "per_category": per_category,
+        "per_task": per_task,
+        "unmatched": {arm_a: sorted(a.keys() - b.keys()), arm_b: sorted(b.keys() - a.keys())},
+    }
+
+
+# -- presentation -----------------------------------------------------------------------------------------------------
+
+
+def _num(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _ci(ci: list[float] | None) -> str:
+    return "–" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """The report as Markdown: headline, means with intervals, per-category and per-task tables."""
+    arm_a, arm_b = report["arms"]
+    base, n, wins, share = report["base"], report["n_tasks"], report["wins"], report["share"]
+    boot = report["bootstrap"]
+    arms = [arm_a, arm_b] + ([base] if base else [])
+    pct = f"{100 * boot['confidence']:.0f}%"
+    lines = [
+        f"# {arm_a} vs {arm_b}",
+        "",
+        f"Metric: {report['metric']} per task, {n} tasks; a tie is |difference| <= {report['tie_tolerance']:g}.",
+        "",
+        (
+            f"**{arm_a} wins on {wins[arm_a]} of {n} tasks ({100 * share[arm_a]:.1f}%, {pct} CI "
+            f"{100 * report['share_ci'][arm_a][0]:.1f}-{100 * report['share_ci'][arm_a][1]:.1f}%)**; "
+            f"{arm_b} wins on {wins[arm_b]} ({100 * share[arm_b]:.1f}%), ties: {wins[TIE]} ({100 * share[TIE]:.1f}%)."
+        ),
+    ]
+    decided = report["share_of_decided"][arm_a]
+    if decided is not None:
+        lines.append(f"Of the decided tasks, {arm_a} wins {100 * decided:.1f}%.")
+    lines += [
+        "",
+        f"## Mean over tasks ({pct} paired bootstrap CI, {boot['n']} resamples of tasks, seed {boot['seed']})",
+        "",
+        "| arm | mean | CI | tasks |",
+        "|---|---:|---|---:|",
+    ]
+    for arm in arms:
+        m = report["means"][arm]
+        label = f"{arm} (reference)" if arm == base else arm
+        lines.append(f"| {_cell(label)} | {_num(m['mean'])} | {_ci(m['ci'])} | {m['n']} |")
+    d = report["mean_diff"]
+    lines += [f"| {_cell(arm_a)} − {_cell(arm_b)} | {_num(d['mean'])} | {_ci(d['ci'])} | {n} |", ""]
+
+    lines += [
+        "## Per category",
+        "",
+        "| category | tasks | " + " | ".join(_cell(a) for a in arms) + f" | {_cell(arm_a)} wins | "
+        f"{_cell(arm_b)} wins | ties | {_cell(arm_a)} share |",
+        "|---|---:|" + "---:|" * len(arms) + "---:|---:|---:|---:|",
+    ]
+    for c in report["per_category"]:
+        means = " | ".join(_num(c["means"][a]) for a in arms)
+        w = c["wins"]
+        lines.append(
+            f"| {_cell(c['category'])} | {c['n_tasks']} | {means} | {w[arm_a]} | {w[arm_b]} | "
+            f"{w[TIE]} | {100 * c['share']:.0f}% |"
+        )
+    lines.append("")
+
+    lines += [
+        "## Per task (largest advantage for " + arm_a + " first)",
+        "",
+        "| task | category | " + " | ".join(_cell(a) for a in arms) + " | difference | winner |",
+        "|---|---|" + "---:|" * len(arms) + "---:|---|",
+    ]
+    for r in sorted(report["per_task"], key=lambda r: (-r["diff"], r["task"])):
+        scores = " | ".join(_num(r["scores"][a]) for a in arms)
+        lines.append(
+            f"| {_cell(r['task'])} | {_cell(r['category'])} | {scores} | {r['diff']:+.2f} | "
+            f"{_cell(r['winner'])} |"
+        )
+    unmatched = {k: v for k, v in report["unmatched"].items() if v}
+    if unmatched:
+        lines += [
+            "",
+            "Left out (scored by one arm only): "
+            + "; ".join(f"{k}: {', '.join(v)}" for k, v in unmatched.items()),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: Mapping[str, Any], path: str | Path | None = None) -> bytes:
+    """PNG: sorted per-task differences (left) and per-arm means with CIs (right); written to `path` if given."""
+    from matplotlib.figure import Figure
+
+    arm_a, arm_b = report["arms"]
+    base = report["base"]
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    left, right = fig.subplots(1, 2, width_ratios=[2.2, 1])
+
+    diffs = sorted(r["diff"] for r in report["per_task"])
+    tol = report["tie_tolerance"]
+    colors = ["#2a9d8f" if d > tol else "#e76f51" if d < -tol else "#9e9e9e" for d in diffs]
+    left.bar(range(len(diffs)), diffs, color=colors, width=1.0)
+    left.axhline(0, color="black", linewidth=0.8)
+    left.set_xlabel("tasks, sorted by difference")
+    left.set_ylabel(f"{report['metric']}: {arm_a} − {arm_b}")
+    w = report["wins"]
+    left.set_title(
+        f"{arm_a} wins {w[arm_a]}, {arm_b} wins {w[arm_b]}, ties {w[TIE]} (of {report['n_tasks']})"
+    )
+
+    arms = [a for a in (arm_a, arm_b, base) if a and report["means"][a]["mean"] is not None]
+    means = [report["means"][a]["mean"] for a in arms]
+    errs = np.array(
+        [[m - report["means"][a]["ci"][0], report["means"][a]["ci"][1] - m] for a, m in zip(arms, means)]
+    ).T
+    right.bar(arms, means, yerr=errs, capsize=6, color=["#2a9d8f", "#e76f51", "#9e9e9e"][: len(arms)])
+    right.set_ylabel(f"mean {report['metric']} over tasks")
+    right.set_title(f"means, {100 * report['bootstrap']['confidence']:.0f}% bootstrap CI")
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    data = buf.getvalue()
+    if path is not None:
+        Path(path).write_bytes(data)
+    return data

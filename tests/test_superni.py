@@ -1,0 +1,285 @@
+"""SuperNI and user-oriented evaluation sets: loading, errors, prompts, and the official metric's numbers."""
+
+import json
+from pathlib import Path
+
+import pytest
+from rouge_score import rouge_scorer
+
+from refine_af import superni
+from refine_af.errors import RefineError
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SAMPLE = SHARED / "superni_test"
+
+
+def write_task(root: Path, name: str, data, split=None):
+    (root / "tasks").mkdir(parents=True, exist_ok=True)
+    text = data if isinstance(data, str) else json.dumps(data)
+    (root / "tasks" / f"{name}.json").write_text(text)
+    (root / "splits" / "default").mkdir(parents=True, exist_ok=True)
+    (root / "splits" / "default" / "test_tasks.txt").write_text("\n".join(split or [name]) + "\n")
+
+
+def task_data(**override):
+    data = {
+        "Definition": ["Answer yes or no"],
+        "Categories": ["Textual Entailment"],
+        "Positive Examples": [{"input": "A dog runs", "output": "yes", "explanation": "because"}],
+        "Instances": [{"id": f"i{k}", "input": f"q{k}", "output": ["yes"]} for k in range(5)],
+    }
+    data.update(override)
+    return data
+
+
+# -- metric: the official numbers -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prediction", "reference", "expected"),
+    [
+        ("The Cat.", "the cat", 1.0),  # case and punctuation are normalised
+        ("  the   cat!  ", "The cat", 1.0),  # whitespace collapsed
+        ("The Cat.", "cat", 0.0),  # SuperNI keeps articles (its normaliser comments the article step out)
+        ("yes", "Yes.", 1.0),
+        ("don't", "dont", 1.0),  # apostrophe is ASCII punctuation
+        ("cats", "cat", 0.0),  # no stemming in exact match
+        ("", "", 1.0),
+    ],
+)
+def test_exact_match_normalisation(prediction, reference, expected):
+    assert superni.exact_match(prediction, [reference]) == expected
+
+
+def test_exact_match_takes_any_reference():
+    assert superni.exact_match("Tokyo", ["Kyoto", "tokyo."]) == 1.0
+    assert superni.exact_match("Osaka", ["Kyoto", "Tokyo"]) == 0.0
+
+
+CASES = [
+    ("The cats are running in the park.", ["A cat runs in a park", "dogs sleep"]),
+    ("Golden Dragon serves Chinese food.", ["Golden Dragon is a Chinese restaurant in the riverside area."]),
+    ("What is the capital of Iceland?", ["What is Iceland's capital?", "What is the capital of Iceland?"]),
+    ("no", ["yes"]),
+    ("", ["something"]),
+    ("running quickly", ["ran quick"]),
+]
+
+
+@pytest.mark.parametrize(("prediction", "references"), CASES)
+def test_rouge_l_matches_reference_implementation(prediction, references):
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    expected = max(scorer.score(target=r, prediction=prediction)["rougeL"].fmeasure for r in references)
+    assert superni.rouge_l(prediction, references) == pytest.approx(expected, abs=1e-12)
+
+
+def test_rouge_l_hand_numbers():
+    # tokens after stemming: [cat, are, run] vs [a, cat, run]: LCS 2, P = R = 2/3
+    assert superni.rouge_l("cats are running", ["a cat runs"]) == pytest.approx(2 / 3)
+    assert superni.rouge_l("Yes.", ["yes"]) == 1.0
+    # the default tokenizer keeps only [a-z0-9]: non-English text scores 0 even when identical
+    assert superni.rouge_l("你好", ["你好"]) == 0.0
+
+
+def test_score_task_is_compute_metrics():
+    preds = ["the cat", "no", "A cat runs"]
+    refs = [["The cat."], ["yes"], ["a cat runs fast", "dog"]]
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    rouge = sum(
+        max(scorer.score(target=r, prediction=p)["rougeL"].fmeasure for r in rs) for p, rs in zip(preds, refs)
+    )
+    got = superni.score_task(preds, refs)
+    assert got["exact_match"] == pytest.approx(100 / 3)
+    assert got["rougeL"] == pytest.approx(100 * rouge / 3)
+    assert got["n"] == 3
+    with pytest.raises(ValueError):
+        superni.score_task(["a"], [])
+
+
+def test_score_tasks_groups_and_missing():
+    tasks = superni.load_tasks()
+    preds = {i.id: i.outputs[0] for t in tasks[:3] for i in t.instances}
+    result = superni.score_tasks(tasks[:4], preds)
+    assert [result["per_task"][t.name]["rougeL"] for t in tasks[:3]] == [100.0] * 3
+    assert result["per_task"][tasks[3].name]["rougeL"] == 0.0  # missing predictions count as ""
+    assert result["missing"] == len(tasks[3].instances)
+    n = sum(len(t.instances) for t in tasks[:4])
+    assert result["overall"]["n"] == n
+    assert result["overall"]["exact_match"] == pytest.approx(100 * (n - len(tasks[3].instances)) / n)
+    assert result["per_category"][tasks[0].category]["n_tasks"] == 1
+
+
+def test_clean_prediction():
+    assert superni.clean_prediction(" yes\n\nNow complete the following example -\nInput: x") == "yes"
+    assert superni.clean_prediction("Tokyo.\nInput: next one") == "Tokyo."
+    assert superni.clean_prediction("  plain answer  ") == "plain answer"
+
+
+# -- prompts ----------------------------------------------------------------------------------------------------------
+
+
+def test_build_prompt_zero_and_few_shot():
+    task = superni.parse_task("t", task_data(), "t.json")
+    inst = task.instances[0]
+    assert superni.build_prompt(task, inst) == (
+        "Definition: Answer yes or no.\n\nNow complete the following example -\nInput: q0.\nOutput:"
+    )
+    shot = superni.build_prompt(task, inst, num_pos_examples=2)  # only one example exists
+    assert "Positive Example 1 -\nInput: A dog runs.\nOutput: yes.\n\nNow complete" in shot
+    assert "Positive Example 2" not in shot
+    with pytest.raises(ValueError):
+        superni.build_prompt(task, inst, num_pos_examples=-1)
+
+
+# -- loading ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not SAMPLE.is_dir(), reason="../shared/data/superni_test is absent")
+def test_real_sample_loads():
+    tasks = superni.load_tasks(SAMPLE)
+    assert len(tasks) == 106
+    official = set((SHARED / "superni_test_tasks.txt").read_text().split())
+    assert {t.name for t in tasks} <= official
+    assert all(t.definition and t.instances for t in tasks)
+    assert all(inst.outputs for t in tasks for inst in t.instances)
+    assert len({i.id for t in tasks for i in t.instances}) == sum(len(t.instances) for t in tasks)
+    few = superni.load_tasks(f"file://{SAMPLE}", max_tasks=3, max_instances=2)
+    assert [t.name for t in few] == [t.name for t in tasks[:3]]
+    assert [len(t.instances) for t in few] == [2, 2, 2]
+    assert few[0].instances == tasks[0].instances[:2]  # first N, deterministically
+
+
+def test_embedded_superni_set_is_valid():
+    tasks = superni.load_tasks()
+    assert len(tasks) == 12
+    assert len({t.category for t in tasks}) == 12
+    for t in tasks:
+        assert t.name.startswith("task_refine_")
+        assert len(t.positive_examples) == 2 and 6 <= len(t.instances) <= 8
+        assert all(e.explanation for e in t.positive_examples)
+        assert superni.build_prompt(t, t.instances[0]).endswith("Output:")
+    # a perfect prediction scores 100 on both metrics
+    preds = {i.id: i.outputs[-1] for t in tasks for i in t.instances}
+    assert superni.score_tasks(tasks, preds)["overall"]["exact_match"] == 100.0
+
+
+def test_embedded_user_oriented_set_is_valid():
+    items = superni.load_user_oriented()
+    assert len(items) == 12
+    assert all(i.motivation_app and i.instruction and i.instances for i in items)
+    preds = {inst.id: inst.outputs[0] for i in items for inst in i.instances}
+    assert superni.score_user_oriented(items, preds)["overall"]["rougeL"] == 100.0
+    no_input = next(i for i in items if not i.instances[0].input)
+    assert (
+        superni.build_user_prompt(no_input, no_input.instances[0])
+        == f"Instruction: {no_input.instruction}\n\nOutput:"
+    )
+
+
+def test_definition_string_and_optional_fields(tmp_path):
+    write_task(tmp_path, "t1", {"Definition": "Say hi", "Instances": [{"input": "x", "output": "hi"}]})
+    (task,) = superni.load_tasks(tmp_path)
+    assert task.definition == "Say hi" and task.category == "Uncategorized"
+    assert task.instances[0] == superni.Instance("t1-0", "x", ("hi",))
+
+
+def test_error_invalid_json_names_file_and_line(tmp_path):
+    write_task(tmp_path, "bad", '{\n  "Definition": ["x"],\n  "Instances": [\n}')
+    with pytest.raises(RefineError, match=r"tasks/bad\.json: invalid JSON at line 4"):
+        superni.load_tasks(tmp_path)
+
+
+@pytest.mark.parametrize("field", ["Definition", "Instances"])
+def test_error_missing_field(tmp_path, field):
+    data = task_data()
+    del data[field]
+    write_task(tmp_path, "t", data)
+    with pytest.raises(RefineError, match=rf"tasks/t\.json: missing field '{field}'"):
+        superni.load_tasks(tmp_path)
+
+
+def test_error_bad_instance_output(tmp_path):
+    write_task(
+        tmp_path, "t", task_data(Instances=[{"input": "a", "output": ["ok"]}, {"input": "b", "output": []}])
+    )
+    with pytest.raises(RefineError, match=r"tasks/t\.json: field 'Instances\[1\]\.output'"):
+        superni.load_tasks(tmp_path)
+
+
+def test_error_split_names_missing_task(tmp_path):
+    write_task(tmp_path, "t", task_data(), split=["t", "", "ghost"])
+    with pytest.raises(RefineError, match=r"test_tasks\.txt line 3: task 'ghost' does not exist"):
+        superni.load_tasks(tmp_path)
+
+
+def test_error_empty_split_and_missing_root(tmp_path):
+    write_task(tmp_path, "t", task_data(), split=["", "  "])
+    with pytest.raises(RefineError, match="lists no tasks"):
+        superni.load_tasks(tmp_path)
+    with pytest.raises(RefineError, match=r"splits/default/test_tasks\.txt: file not found"):
+        superni.load_tasks(tmp_path / "nowhere")
+
+
+USER_OK = {
+    "id": "u1",
+    "motivation_app": "Mail",
+    "instruction": "Be polite",
+    "instances": [{"input": "x", "output": "y"}],
+}
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", r"line 2: invalid JSON at column 2"),
+        (json.dumps({**USER_OK, "id": "u2", "instruction": None}), r"line 2: field 'instruction' must be"),
+        (
+            json.dumps({k: v for k, v in USER_OK.items() if k != "instances"} | {"id": "u2"}),
+            r"line 2: missing field 'instances'",
+        ),
+        (
+            json.dumps({**USER_OK, "id": "u2", "instances": [{"input": "x"}]}),
+            r"line 2: field 'instances\[0\]\.output'",
+        ),
+        (json.dumps(USER_OK), r"line 2: field 'id' repeats 'u1' from line 1"),
+    ],
+)
+def test_user_oriented_errors_name_line_and_field(tmp_path, line, message):
+    path = tmp_path / "user.jsonl"
+    path.write_text(json.dumps(USER_OK) + "\n" + line + "\n")
+    with pytest.raises(RefineError, match=r"user\.jsonl " + message):
+        superni.load_user_oriented(path)
+
+
+def test_user_oriented_from_store_key(tmp_path):
+    from refine_af.store import open_store
+
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "u.jsonl").write_text(json.dumps(USER_OK) + "\n\n")
+    (item,) = superni.load_user_oriented("eval/u.jsonl", store=open_store(str(tmp_path), check=False))
+    assert item.instances[0].id == "u1-0" and item.instances[0].outputs == ("y",)
+
+
+def test_loads_from_s3_prefix(monkeypatch):
+    moto = pytest.importorskip("moto")
+    import boto3
+
+    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with moto.mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="evals")
+        for path in superni.DEFAULT_SUPERNI_ROOT.rglob("*"):
+            if path.is_file():
+                key = path.relative_to(superni.DEFAULT_SUPERNI_ROOT).as_posix()
+                s3.put_object(Bucket="evals", Key=f"superni/{key}", Body=path.read_bytes())
+        s3.put_object(Bucket="evals", Key="user.jsonl", Body=superni.DEFAULT_USER_ORIENTED.read_bytes())
+        assert superni.load_tasks("s3://evals/superni") == superni.load_tasks()
+        assert superni.load_user_oriented("s3://evals/user.jsonl") == superni.load_user_oriented()
+        with pytest.raises(
+            RefineError, match=r"s3://evals/nothing/splits/default/test_tasks\.txt: file not found"
+        ):
+            superni.load_tasks("s3://evals/nothing")
