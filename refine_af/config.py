@@ -50,7 +50,7 @@ class InstructionsConfig(_Section):
     target: int = Field(40, ge=1)  # accepted instructions to stop at (the paper: 15000 per backbone)
     prompt_instructions: int = Field(8, ge=2)  # numbered instructions shown in each prompt
     seed_in_prompt: int = Field(6, ge=1)  # of which from the seeds; the rest from accepted ones once there are any
-    prompts_per_round: int = Field(8, ge=1)  # prompts generated between checkpoints
+    prompts_per_round: int = Field(4, ge=1)  # prompts between checkpoints (raise on a GPU: 256+)
     max_rounds: int = Field(200, ge=1)  # give up (keeping what was accepted) after this many rounds
     rouge_threshold: float = Field(0.7, gt=0, le=1)  # reject when ROUGE-L F against any pooled one exceeds it
     temperature: float = Field(1.0, ge=0)

@@ -108,9 +108,13 @@ def tiny_model_dir(tmp_path_factory, builtin_dir) -> Path:
     return path
 
 
+def refine_af_exe() -> str:
+    """The installed `refine-af` console script of this interpreter's environment."""
+    return shutil.which("refine-af", path=str(Path(sys.executable).parent)) or "refine-af"
+
+
 def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 900
         ) -> subprocess.CompletedProcess:
     """Run the real `refine-af` entry point in a subprocess."""
-    exe = shutil.which("refine-af", path=str(Path(sys.executable).parent)) or "refine-af"
-    return subprocess.run([exe, *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True,
+    return subprocess.run([refine_af_exe(), *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True,
                           text=True, timeout=timeout)

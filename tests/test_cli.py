@@ -14,14 +14,11 @@ GOOD = {"id": "t", "name": "n", "instruction": "Name a color you like and say wh
 def done_run(tmp_path_factory, builtin_dir):
     """A run whose instructions stage finished, made quickly: the builtin model, two prompts, two instructions."""
     run = tmp_path_factory.mktemp("runs") / "r"
-    seeds = run.parent / "seeds.jsonl"
-    seeds.write_text("".join(json.dumps({**GOOD, "id": f"t{i}", "instruction": f"{GOOD['instruction']} {w}"})
-                             + "\n" for i, w in enumerate(["now", "today", "please"])))
-    res = cli("run", "--stages", "instructions", "--run", str(run), "--set", f"seeds={seeds}",
-              "--set", "instructions.prompts_per_round=2", "--set", "instructions.target=2",
-              "--set", "instructions.classify=false", "--set", "instructions.max_new_tokens=48")
+    res = cli("run", "--stages", "instructions", "--run", str(run), "--set", "instructions.prompts_per_round=2",
+              "--set", "instructions.target=2", "--set", "instructions.classify=false",
+              "--set", "instructions.max_new_tokens=48")
     assert res.returncode == 0, res.stderr
-    return run, seeds
+    return run
 
 
 def _assert_clean_error(res, *fragments):
@@ -38,7 +35,7 @@ def _snapshot(run):
 
 
 def test_show_lists_states(done_run):
-    run, _ = done_run
+    run = done_run
     res = cli("show", "--run", str(run))
     assert res.returncode == 0 and res.stdout.split()[:2] == ["instructions", "done"]
     rows = json.loads(cli("show", "--run", str(run), "--json").stdout)
@@ -46,18 +43,18 @@ def test_show_lists_states(done_run):
 
 
 def test_rerun_skips_and_stage_command_matches(done_run):
-    run, _ = done_run
+    run = done_run
     res = cli("stage", "instructions", "--run", str(run))  # what a pod runs: config from the run root
     assert res.returncode == 0 and "instructions: skipped" in res.stdout, res.stderr
 
 
 @pytest.mark.parametrize(("content", "fragments"), [
-    ("{}\n{oops\n", ["seeds.jsonl:2: not valid JSON"]),
+    (json.dumps(GOOD) + "\n{oops\n", ["seeds.jsonl:2: not valid JSON"]),
     (json.dumps({k: v for k, v in GOOD.items() if k != "instances"}) + "\n", ["seeds.jsonl:1", "'instances'"]),
     ("", ["no seed tasks"]),
 ])
 def test_bad_seeds_touch_nothing(done_run, tmp_path, content, fragments):
-    run, _ = done_run
+    run = done_run
     before = _snapshot(run)
     bad = tmp_path / "seeds.jsonl"
     bad.write_text(content)
@@ -66,7 +63,7 @@ def test_bad_seeds_touch_nothing(done_run, tmp_path, content, fragments):
 
 
 def test_missing_model_touches_nothing(done_run):
-    run, _ = done_run
+    run = done_run
     before = _snapshot(run)
     _assert_clean_error(cli("stage", "instructions", "--run", str(run), "--set", "model=/no/such/model"),
                         "model '/no/such/model'", "does not exist")

@@ -260,26 +260,15 @@ def test_user_oriented_from_store_key(tmp_path):
     assert item.instances[0].id == "u1-0" and item.instances[0].outputs == ("y",)
 
 
-def test_loads_from_s3_prefix(monkeypatch):
-    moto = pytest.importorskip("moto")
-    import boto3
-
-    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    with moto.mock_aws():
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="evals")
-        for path in superni.DEFAULT_SUPERNI_ROOT.rglob("*"):
-            if path.is_file():
-                key = path.relative_to(superni.DEFAULT_SUPERNI_ROOT).as_posix()
-                s3.put_object(Bucket="evals", Key=f"superni/{key}", Body=path.read_bytes())
-        s3.put_object(Bucket="evals", Key="user.jsonl", Body=superni.DEFAULT_USER_ORIENTED.read_bytes())
-        assert superni.load_tasks("s3://evals/superni") == superni.load_tasks()
-        assert superni.load_user_oriented("s3://evals/user.jsonl") == superni.load_user_oriented()
-        with pytest.raises(
-            RefineError, match=r"s3://evals/nothing/splits/default/test_tasks\.txt: file not found"
-        ):
-            superni.load_tasks("s3://evals/nothing")
+def test_loads_from_s3_prefix(s3_env):
+    bucket = s3_env()
+    s3 = s3_env.client
+    for path in superni.DEFAULT_SUPERNI_ROOT.rglob("*"):
+        if path.is_file():
+            key = path.relative_to(superni.DEFAULT_SUPERNI_ROOT).as_posix()
+            s3.put_object(Bucket=bucket, Key=f"superni/{key}", Body=path.read_bytes())
+    s3.put_object(Bucket=bucket, Key="user.jsonl", Body=superni.DEFAULT_USER_ORIENTED.read_bytes())
+    assert superni.load_tasks(f"s3://{bucket}/superni") == superni.load_tasks()
+    assert superni.load_user_oriented(f"s3://{bucket}/user.jsonl") == superni.load_user_oriented()
+    with pytest.raises(RefineError, match=rf"s3://{bucket}/nothing/splits/default/test_tasks\.txt: file not found"):
+        superni.load_tasks(f"s3://{bucket}/nothing")
