@@ -67,6 +67,15 @@ class InstructionsConfig(_Section):
         return v
 
 
+class InstancesConfig(_Section):
+    """Stages `instances-<arm>`: input/output instances for every instruction, from the policy of each arm."""
+
+    per_instruction: int = Field(2, ge=1)  # samples per instruction (duplicates and bad ones are dropped)
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(96, ge=8)
+
+
 class LoraSettings(_Section):
     """LoRA adapter shape shared by the rl and sft stages (peft)."""
 
@@ -119,6 +128,7 @@ class UnderstandabilityTerm(_ModelTerm):
     """`understandability`: input_logprob (CPU: the input given the instruction) | unieval | judge."""
 
     scorer: Literal["input_logprob", "unieval", "judge"] = "input_logprob"
+    weight: float = Field(0.5, strict=True)
     center: float = Field(-3.5, strict=True)
     empty_input: float = Field(0.5, ge=0, le=1)  # input_logprob's score for an empty input: neutral
 
@@ -157,7 +167,7 @@ class RewardConfig(_Section):
     reward_model: RewardModelTerm = RewardModelTerm()
     naturalness: NaturalnessTerm = NaturalnessTerm()
     coherence: CoherenceTerm = CoherenceTerm()
-    understandability: UnderstandabilityTerm = UnderstandabilityTerm(weight=0.5)
+    understandability: UnderstandabilityTerm = UnderstandabilityTerm()
     length: LengthTerm = LengthTerm()
 
 
@@ -186,9 +196,12 @@ class RLConfig(_Section):
 
     algorithm: Literal["ppo", "grpo"] = "ppo"
     steps: int = Field(20, ge=1)
-    batch_size: int = Field(8, ge=1)  # rollouts per step; 8 x 48 tokens is ~5 s per step on 2 CPU cores
-    minibatches: int = Field(2, ge=1)  # optimiser steps per PPO epoch; must divide batch_size
-    ppo_epochs: int = Field(2, ge=1)
+    batch_size: int = Field(8, ge=1)  # rollouts per step
+    # 1 epoch x 1 minibatch: one forward/backward per step, the cost of a GRPO step (the clip never binds: the
+    # update is on-policy). Each more epoch or minibatch reuses the rollouts PPO-style at about +1 forward/backward
+    # (and +1 no-grad forward for the first); cluster runs: ppo_epochs 4, minibatches 4 or more
+    minibatches: int = Field(1, ge=1)  # optimiser steps per PPO epoch; must divide batch_size
+    ppo_epochs: int = Field(1, ge=1)
     clip_range: float = Field(0.2, gt=0)  # policy ratio clip
     clip_range_value: float = Field(0.2, gt=0)  # value prediction clip around the rollout's values
     vf_coef: float = Field(0.1, ge=0)

@@ -35,6 +35,7 @@ class Stage:
     fn: str  # "module:function", called with a StageContext
     parents: tuple[str, ...] = ()
     config: tuple[str, ...] = ()  # dotted RunConfig keys in the fingerprint
+    prompts: tuple[str, ...] = ()  # prompt templates (refine_af/prompts/<name>.txt) in the fingerprint
     resources: Resources = Resources()
     params: dict[str, str] = field(default_factory=dict)  # fixed arguments, e.g. the arm of a per-arm stage
 
@@ -47,6 +48,7 @@ STAGES: tuple[Stage, ...] = (
         "instructions",
         "refine_af.stages.instructions:run",
         config=("model", "seeds", "seed", "instructions"),
+        prompts=("instructions", "classify"),
         resources=Resources(role="generate", gpus=1, cpu="4", memory="32Gi"),
     ),
 )

@@ -1,7 +1,7 @@
 """Local runner: executes the stage graph in-process, stage by stage, resumable.
 
 A stage is done when its `manifest.json` is. Before running a stage the runner computes its fingerprint (sha256 of
-canonical JSON of its config slice, its parents' fingerprints, the package version and the prompt files) and skips it
+canonical JSON of its config slice, its parents' fingerprints, the package version and its prompt files) and skips it
 when a manifest with that fingerprint exists. Otherwise the stage code runs; it validates its inputs first and calls
 `ctx.begin()` only then, so bad input leaves the store untouched. `begin()` keeps checkpoints written under the same
 fingerprint (resume) and clears the prefix otherwise (the config changed, or `--force`). Outputs are written through
@@ -19,7 +19,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any
 
 from refine_af import __version__
@@ -42,12 +41,10 @@ def _config_value(config: RunConfig, dotted: str) -> Any:
     return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
 
 
-def _prompts_digest() -> str:
-    h = hashlib.sha256()
-    for f in sorted(resources.files("refine_af").joinpath("prompts").iterdir(), key=lambda p: p.name):
-        if f.name.endswith(".txt"):
-            h.update(f.name.encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()
+def _prompts_digest(names: tuple[str, ...]) -> dict[str, str]:
+    from refine_af.prompts import template
+
+    return {n: hashlib.sha256(template(n).template.encode()).hexdigest() for n in names}
 
 
 def fingerprint(s: Stage, config: RunConfig, parents: dict[str, str]) -> str:
@@ -60,7 +57,7 @@ def fingerprint(s: Stage, config: RunConfig, parents: dict[str, str]) -> str:
         "config": {k: _config_value(config, k) for k in s.config},
         "parents": parents,
         "version": __version__,
-        "prompts": _prompts_digest(),
+        "prompts": _prompts_digest(s.prompts),
     }
     if "seeds" in s.config:  # a seed file edited in place must rerun the stage
         key["seeds_sha256"] = hashlib.sha256(seeds_bytes(config.seeds, config.s3)).hexdigest()

@@ -63,6 +63,10 @@ def open_store(uri: str, s3: Any = None, *, check: bool = True) -> Store:
 # -- local directories ------------------------------------------------------------------------------------------------
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 class FileStore:
     def __init__(self, uri: str):
         path = uri.removeprefix("file://")
@@ -87,6 +91,7 @@ class FileStore:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide outputs from the other users of a shared run
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)

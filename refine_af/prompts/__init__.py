@@ -1,5 +1,6 @@
 """Versioned prompt templates (`string.Template`, `$name` placeholders). Their bytes are part of every
-fingerprint, so editing a prompt reruns the stages that use it."""
+fingerprint, so editing a prompt reruns the stages that use it. A prompt ends where the model continues, so the
+file's final newline is not part of it."""
 
 from functools import cache
 from importlib import resources
@@ -8,4 +9,4 @@ from string import Template
 
 @cache
 def template(name: str) -> Template:
-    return Template(resources.files(__name__).joinpath(f"{name}.txt").read_text())
+    return Template(resources.files(__name__).joinpath(f"{name}.txt").read_text().rstrip("\n"))

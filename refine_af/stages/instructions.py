@@ -154,7 +154,7 @@ def run(ctx: StageContext) -> None:
                       classification=sum(bool(r["is_classification"]) for r in accepted))
     ctx.metrics.update(acceptance_rate=round(len(accepted) / max(1, len(accepted) + len(rejected)), 4))
     ctx.provenance.update(model=describe(ctx.config.model), seeds=ctx.config.seeds, seed=seed,
-                          prompts=["instructions.txt", "classify.txt"])
+                          prompts=list(ctx.stage.prompts))
     if len(accepted) < cfg.target:
         print(f"instructions: stopped after max_rounds={cfg.max_rounds} with {len(accepted)} of {cfg.target}")
 
