@@ -145,7 +145,8 @@ def run_stage(config: RunConfig, name: str, store: Store | None = None, force: b
     """Run one stage unless its manifest is current. Returns "skipped" or "done"."""
     s = stage(name)
     store = store or open_store(config.run, config.s3)
-    fp = fingerprint(s, config, _parent_fingerprints(store, s))
+    parents = _parent_fingerprints(store, s)
+    fp = fingerprint(s, config, parents)
     manifest = read_manifest(store, s.name)
     if manifest and manifest.get("fingerprint") == fp and not force:
         log.info("%s: up to date (fingerprint %s), skipped", s.name, fp[:12])
@@ -162,7 +163,7 @@ def run_stage(config: RunConfig, name: str, store: Store | None = None, force: b
         "version": __version__,
         "config": {k: _config_value(config, k) for k in s.config},
         "params": s.params,
-        "parents": {p: read_manifest(store, p)["fingerprint"] for p in s.parents},
+        "parents": parents,
         "counts": ctx.counts,
         "metrics": ctx.metrics,
         "provenance": ctx.provenance,
