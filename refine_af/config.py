@@ -240,6 +240,58 @@ class RLConfig(_Section):
         return v
 
 
+class SFTLora(LoraSettings):
+    """The sft adapter: wider than the rl one, it has to learn a whole dataset."""
+
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+
+
+class SFTConfig(_Section):
+    """Stages `sft-<arm>`: LoRA fine-tuning of the base model on the arm's dataset (TRL's SFTTrainer).
+
+    The loss is on the response (the output) only. Precision is fp32 on CPU (bf16 is emulated there, ~10x slower)
+    and bf16 on GPUs that support it. Scale up: epochs 3, batch_size 32+, lora.r 64 on a GPU pod.
+    """
+
+    epochs: float = Field(2, gt=0)
+    learning_rate: float = Field(3e-4, gt=0)
+    batch_size: int = Field(8, ge=1)  # per optimiser step, after gradient_accumulation
+    gradient_accumulation: int = Field(1, ge=1)
+    max_length: int = Field(256, ge=16)  # tokens per example (prompt + response), longer ones are truncated
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    lora: SFTLora = SFTLora()
+    merge: bool = False  # also write merged full weights (<run>/sft-<arm>/merged/), for serving without peft
+
+
+class EvaluateConfig(_Section):
+    """Stages `evaluate-<arm>`: zero-shot Super-NaturalInstructions and user-oriented instructions, greedy.
+
+    `superni` is a natural-instructions checkout (`tasks/<name>.json` + `splits/<split>/test_tasks.txt`) as a local
+    path or `s3://` prefix; `builtin` is the dozen tasks shipped with the package. The official setting:
+    superni=<checkout>, max_tasks=null (all 119), max_instances_per_task=100.
+    """
+
+    superni: str = "builtin"
+    split: str = "default"
+    max_tasks: int | None = Field(None, ge=1)  # None: every task of the split
+    max_instances_per_task: int = Field(4, ge=1)
+    num_pos_examples: int = Field(0, ge=0)  # demonstrations in the prompt (SuperNI's "pos" setting)
+    user_oriented: str | None = "builtin"  # Self-Instruct's user_oriented_instructions.jsonl schema; None: skip
+    max_user_oriented: int | None = Field(None, ge=1)
+    max_new_tokens: int = Field(48, ge=1)
+    include_base: bool = True  # also evaluate the untuned base model as a reference row
+
+
+class CompareConfig(_Section):
+    """Stage `compare`: refine-af vs self-instruct per SuperNI task, with a paired bootstrap over tasks."""
+
+    metric: Literal["rougeL", "exact_match"] = "rougeL"
+    tie_tolerance: float = Field(0.0, ge=0)  # |difference| at or below this is a tie (score points, 0..100)
+    n_boot: int = Field(1000, ge=1)
+    confidence: float = Field(0.95, gt=0, lt=1)
+
+
 class RunConfig(_Section):
     """A whole run. `refine-af run` with no arguments uses these defaults: the builtin model on this machine."""
 
@@ -251,6 +303,11 @@ class RunConfig(_Section):
     s3: S3Config = S3Config()
     generation: GenerationConfig = GenerationConfig()
     instructions: InstructionsConfig = InstructionsConfig()
+    rl: RLConfig = RLConfig()
+    instances: InstancesConfig = InstancesConfig()
+    sft: SFTConfig = SFTConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    compare: CompareConfig = CompareConfig()
 
 
 # -- loading ----------------------------------------------------------------------------------------------------------

@@ -38,9 +38,31 @@ class Stage:
     prompts: tuple[str, ...] = ()  # prompt templates (refine_af/prompts/<name>.txt) in the fingerprint
     resources: Resources = Resources()
     params: dict[str, str] = field(default_factory=dict)  # fixed arguments, e.g. the arm of a per-arm stage
+    when: str | None = None  # dotted boolean RunConfig key: the stage runs only when it is true
 
     def __hash__(self) -> int:
         return hash(self.name)
+
+
+ARMS = ("refine-af", "self-instruct")  # the paper's comparison: instances from the RL policy vs the base model
+GPU_GENERATE = Resources(role="generate", gpus=1, cpu="4", memory="32Gi")
+GPU_TRAIN = Resources(role="train", gpus=1, cpu="8", memory="64Gi")
+
+
+def _per_arm() -> tuple[Stage, ...]:
+    stages = []
+    for arm in ARMS:
+        stages += [
+            Stage(f"instances-{arm}", "refine_af.stages.instances:run",
+                  parents=("instructions", "rl") if arm == "refine-af" else ("instructions",),
+                  config=("model", "seed", "instances"), prompts=("instance_input_first", "instance_output_first"),
+                  resources=GPU_GENERATE, params={"arm": arm}),
+            Stage(f"sft-{arm}", "refine_af.stages.sft:run", parents=(f"instances-{arm}",),
+                  config=("model", "seed", "sft"), resources=GPU_TRAIN, params={"arm": arm}),
+            Stage(f"evaluate-{arm}", "refine_af.stages.evaluate:run", parents=(f"sft-{arm}",),
+                  config=("model", "evaluate"), resources=GPU_GENERATE, params={"arm": arm}),
+        ]
+    return tuple(stages)
 
 
 STAGES: tuple[Stage, ...] = (
@@ -49,8 +71,15 @@ STAGES: tuple[Stage, ...] = (
         "refine_af.stages.instructions:run",
         config=("model", "seeds", "seed", "instructions"),
         prompts=("instructions", "classify"),
-        resources=Resources(role="generate", gpus=1, cpu="4", memory="32Gi"),
+        resources=GPU_GENERATE,
     ),
+    Stage("rl", "refine_af.stages.rl:run", parents=("instructions",), config=("model", "seed", "rl"),
+          prompts=("instance_input_first", "instance_output_first"), resources=GPU_TRAIN),
+    *_per_arm(),
+    Stage("evaluate-base", "refine_af.stages.evaluate:run", config=("model", "evaluate"), resources=GPU_GENERATE,
+          params={"arm": "base"}, when="evaluate.include_base"),
+    Stage("compare", "refine_af.stages.compare:run",
+          parents=("evaluate-refine-af", "evaluate-self-instruct", "evaluate-base"), config=("compare",)),
 )
 
 
@@ -71,6 +100,16 @@ def validate(stages: tuple[Stage, ...] = STAGES) -> None:
         if missing:
             raise RefineError(f"stage '{s.name}' depends on {missing}, which are not declared before it")
         seen.add(s.name)
+
+
+def enabled(s: Stage, config: object) -> bool:
+    """Whether the config switches the stage on (stages without `when` always are)."""
+    if s.when is None:
+        return True
+    value = config
+    for part in s.when.split("."):
+        value = getattr(value, part)
+    return bool(value)
 
 
 def select(names: list[str] | None) -> list[Stage]:

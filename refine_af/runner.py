@@ -19,12 +19,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from refine_af import __version__
 from refine_af.config import RunConfig, dump_config, load_config
 from refine_af.errors import RefineError
-from refine_af.pipeline import Stage, select, stage
+from refine_af.pipeline import Stage, enabled, select, stage
 from refine_af.store import Store, open_store, read_json, write_json
 
 log = logging.getLogger("refine_af")
@@ -115,6 +116,11 @@ class StageContext:
         self.store.write_bytes(self.key(rel), data)
         self.files[rel] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
+    def upload_output(self, src: str | Path, rel: str) -> None:
+        """Write a local directory tree (an adapter, a checkpoint) under `rel/`, recording each file."""
+        for path in sorted(p for p in Path(src).rglob("*") if p.is_file()):
+            self.write_output(f"{rel}/{path.relative_to(src).as_posix()}", path.read_bytes())
+
     def backend(self) -> Any:
         """The generation backend for the run's model, built on first use."""
         if self._backend is None:
@@ -128,9 +134,12 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _parent_fingerprints(store: Store, s: Stage) -> dict[str, str]:
+def _parent_fingerprints(store: Store, s: Stage, config: RunConfig) -> dict[str, str]:
     fps = {}
     for parent in s.parents:
+        if not enabled(stage(parent), config):  # switched off: the child runs without it
+            fps[parent] = "disabled"
+            continue
         manifest = read_manifest(store, parent)
         if manifest is None:
             raise RefineError(
@@ -142,10 +151,13 @@ def _parent_fingerprints(store: Store, s: Stage) -> dict[str, str]:
 
 def run_stage(config: RunConfig, name: str, store: Store | None = None, force: bool = False,
               backend: Any = None) -> str:
-    """Run one stage unless its manifest is current. Returns "skipped" or "done"."""
+    """Run one stage unless its manifest is current. Returns "skipped", "done" or "disabled"."""
     s = stage(name)
+    if not enabled(s, config):
+        log.info("%s: switched off by %s", s.name, s.when)
+        return "disabled"
     store = store or open_store(config.run, config.s3)
-    parents = _parent_fingerprints(store, s)
+    parents = _parent_fingerprints(store, s, config)
     fp = fingerprint(s, config, parents)
     manifest = read_manifest(store, s.name)
     if manifest and manifest.get("fingerprint") == fp and not force:

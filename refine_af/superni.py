@@ -478,13 +478,18 @@ def load_user_oriented(
     return items
 
 
-def build_user_prompt(task: UserTask, instance: Instance) -> str:
-    """A plain instruction prompt; the input block is left out when the instance has no input."""
-    parts = [f"Instruction: {task.instruction}"]
-    if instance.input.strip():
-        parts.append(f"Input: {instance.input.strip()}")
+def instruction_prompt(instruction: str, input: str = "") -> str:
+    """The plain instruction format shared by fine-tuning (stage sft) and user-oriented evaluation: the input
+    block is left out when there is none, and the prompt ends with "Output:" for the model to continue."""
+    parts = [f"Instruction: {instruction.strip()}"]
+    if input.strip():
+        parts.append(f"Input: {input.strip()}")
     parts.append("Output:")
     return "\n\n".join(parts)
+
+
+def build_user_prompt(task: UserTask, instance: Instance) -> str:
+    return instruction_prompt(task.instruction, instance.input)
 
 
 def score_user_oriented(tasks: Sequence[UserTask], predictions: Mapping[str, str]) -> dict[str, Any]:
