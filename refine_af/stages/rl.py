@@ -1,0 +1,232 @@
+"""Stage `rl`: the policy (base model + LoRA) learns to write instances that the automated feedback rewards.
+
+    refine-af run --stages instructions,rl --set rl.steps=20
+
+Each step samples `rl.batch_size` instructions, the policy writes one instance for each in the instances stage's
+format (`refine_af.instance_format`), the composite reward (`refine_af.rewards`) scores it, and PPO
+(`refine_af.ppo`, the paper's) or TRL's GRPO (`refine_af.grpo`) updates the adapter. Every `rl.checkpoint_every`
+steps the full trainer state goes to the store; a killed run resumes from the last checkpoint and continues exactly
+as the uninterrupted run would (the data order, the sampling seeds and the optimiser state are all in it).
+
+Inputs:  <run>/instructions/instructions.jsonl
+Outputs: <run>/rl/adapter/                      the trained LoRA adapter (peft, safetensors): the refine-af policy
+         <run>/rl/metrics.jsonl                 per step: reward/<term>/{mean,std,weighted}, reward/total, kl,
+                                                kl_coef, policy_loss, value_loss, entropy, response_length, seconds
+         <run>/rl/rewards.png                   total reward, each weighted term and KL over the steps
+         <run>/rl/samples.jsonl                 the last step's rollouts with their rewards (what the policy writes)
+         <run>/rl/checkpoints/step-NNNNN/       the latest checkpoint (adapter/, metrics.jsonl, trainer state);
+                                                valid once its trainer state, uploaded last, is there
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from refine_af.errors import RefineError
+from refine_af.models import describe, load_causal_lm, pick_device
+from refine_af.runner import StageContext
+from refine_af.store import read_jsonl
+
+log = logging.getLogger("refine_af")
+
+INSTRUCTIONS = "instructions/instructions.jsonl"
+CHECKPOINTS = "checkpoints"
+STATE = {"ppo": "trainer_state.pt", "grpo": "trainer_state.json"}  # the file a checkpoint's upload ends with
+
+
+def run(ctx: StageContext) -> None:
+    cfg, rl = ctx.config, ctx.config.rl
+    records = _instructions(ctx)
+
+    # 1. Everything that can fail on bad input happens before the stage writes: scorers, then the policy's model.
+    from refine_af.rewards import CompositeReward
+
+    device = pick_device(cfg.generation.device)
+    reward = CompositeReward.from_config(rl.reward, run_model=cfg.model, cache_dir=cfg.cache_dir, s3=cfg.s3,
+                                         device=device)
+    for term, info in reward.describe().items():
+        log.info("rl: reward term %-17s scorer %-19s weight %-4g model %s", term, info["scorer"], info["weight"],
+                 info["model"] or "-")
+    try:
+        reward.load()
+    except RefineError:
+        raise
+    except Exception as e:  # a model that exists but is not a scorer of the named kind
+        raise RefineError(f"rl.reward: a scoring model could not be loaded: {type(e).__name__}: {e}") from None
+    model, tokenizer = load_causal_lm(cfg.model, cache_dir=cfg.cache_dir, s3=cfg.s3, device=device,
+                                      dtype=cfg.generation.dtype)
+    ctx.begin()
+
+    # 2. Train, resuming from the latest checkpoint of this fingerprint.
+    with tempfile.TemporaryDirectory(prefix="refine-af-rl-") as tmp:
+        work = Path(tmp)
+        train = _ppo if rl.algorithm == "ppo" else _grpo
+        metrics, samples = train(ctx, model, tokenizer, records, reward, work)
+        ctx.upload_output(work / "adapter", "adapter")
+
+    # 3. Outputs and the manifest's summary.
+    ctx.write_output("metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics).encode())
+    ctx.write_output("samples.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples).encode())
+    ctx.write_output("rewards.png", plot(metrics))
+    ctx.store.delete(ctx.key(CHECKPOINTS))  # the adapter is final; the checkpoints only served resuming
+    ctx.counts.update(steps=len(metrics), rollouts=len(metrics) * rl.batch_size, instructions=len(records))
+    ctx.metrics.update(summarize(metrics, list(reward.describe())))
+    ctx.provenance.update(algorithm=rl.algorithm, model=describe(cfg.model), reward=reward.describe())
+    m = ctx.metrics
+    log.info("rl: reward %.3f -> %.3f (mean of the first and last 5 steps), final KL %.3f, %.1f s per step",
+             m["reward_first5"], m["reward_last5"], m["kl_final"], m["seconds_per_step"])
+
+
+def _instructions(ctx: StageContext) -> list[dict]:
+    where = f"{ctx.store.uri}/{INSTRUCTIONS}"
+    try:
+        rows = read_jsonl(ctx.store, INSTRUCTIONS)
+    except FileNotFoundError:
+        raise RefineError(f"{where} does not exist: run the instructions stage first") from None
+    if not rows:
+        raise RefineError(f"{where} holds no instructions: nothing to train on")
+    for lineno, row in enumerate(rows, 1):
+        if not isinstance(row.get("instruction"), str) or not row["instruction"].strip():
+            raise RefineError(f"{where} line {lineno}: field 'instruction' is missing or empty")
+    return [{"instruction": r["instruction"], "is_classification": bool(r.get("is_classification"))} for r in rows]
+
+
+# -- checkpoints in the store ---------------------------------------------------------------------------------------
+
+
+def _latest_checkpoint(ctx: StageContext) -> str | None:
+    """The newest complete checkpoint prefix (its state file, uploaded last, present), or None."""
+    state = STATE[ctx.config.rl.algorithm]
+    done = [k[: -len(state) - 1] for k in ctx.store.list(ctx.key(CHECKPOINTS)) if k.endswith(f"/{state}")]
+    return max(done, default=None)
+
+
+def _save_checkpoint(ctx: StageContext, local: Path, step: int) -> None:
+    """Upload a checkpoint directory (sorted, so the state file comes last), then drop the older ones."""
+    prefix = ctx.key(f"{CHECKPOINTS}/step-{step:05d}")
+    state = STATE[ctx.config.rl.algorithm]
+    files = sorted((p for p in local.rglob("*") if p.is_file()), key=lambda p: (p.name == state, str(p)))
+    for path in files:
+        ctx.store.write_bytes(f"{prefix}/{path.relative_to(local).as_posix()}", path.read_bytes())
+    for old in {k.split("/")[2] for k in ctx.store.list(ctx.key(CHECKPOINTS))} - {f"step-{step:05d}"}:
+        ctx.store.delete(ctx.key(f"{CHECKPOINTS}/{old}"))
+    log.info("rl: checkpoint at step %d -> %s/%s", step, ctx.store.uri, prefix)
+
+
+def _log_step(row: dict, steps: int) -> None:
+    terms = " ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in row.items()
+                     if k.startswith("reward/") and k.endswith("/mean") and k.count("/") == 2)
+    log.info("rl step %d/%d: reward %.3f (%s) kl %.3f length %.1f %.1f s", row["step"], steps, row["reward/total"],
+             terms, row["kl"], row["response_length"], row["seconds"])
+
+
+# -- algorithms -----------------------------------------------------------------------------------------------------
+
+
+def _ppo(ctx: StageContext, model: Any, tokenizer: Any, records: list[dict], reward: Any, work: Path
+         ) -> tuple[list[dict], list[dict]]:
+    from refine_af.ppo import PPOTrainer
+
+    rl = ctx.config.rl
+    trainer = PPOTrainer(model, tokenizer, rl, reward.score_completions, seed=ctx.config.seed)
+    metrics: list[dict] = []
+    latest = _latest_checkpoint(ctx)
+    if latest:
+        ckpt = work / "resume"
+        ctx.store.download(latest, ckpt)
+        trainer.load(ckpt)
+        metrics = [json.loads(line) for line in (ckpt / "metrics.jsonl").read_text().splitlines()][: trainer.step]
+        log.info("rl: resumed from %s/%s at step %d", ctx.store.uri, latest, trainer.step)
+    bar = tqdm(total=rl.steps, initial=trainer.step, desc="rl (ppo)", unit="step")
+    while trainer.step < rl.steps:
+        started = time.perf_counter()
+        stats = trainer.train_step(trainer.next_batch(records))
+        metrics.append({**stats.as_dict(), "seconds": round(time.perf_counter() - started, 3)})
+        bar.update(1)
+        _log_step(metrics[-1], rl.steps)
+        if trainer.step % rl.checkpoint_every == 0 and trainer.step < rl.steps:
+            ckpt = work / f"step-{trainer.step:05d}"
+            trainer.save(ckpt)
+            (ckpt / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+            _save_checkpoint(ctx, ckpt, trainer.step)
+    bar.close()
+    trainer.policy.save_pretrained(work / "adapter")
+    return metrics, trainer.last_rollouts
+
+
+def _grpo(ctx: StageContext, model: Any, tokenizer: Any, records: list[dict], reward: Any, work: Path
+          ) -> tuple[list[dict], list[dict]]:
+    from refine_af.grpo import run_grpo
+
+    rl, out = ctx.config.rl, work / "grpo"
+    resume, earlier = None, []
+    latest = _latest_checkpoint(ctx)
+    if latest:
+        step = int(latest.rsplit("-", 1)[1])
+        resume = out / f"checkpoint-{step}"
+        ctx.store.download(latest, resume)
+        earlier = [json.loads(line) for line in (resume / "metrics.jsonl").read_text().splitlines()][:step]
+        log.info("rl: resumed from %s/%s at step %d", ctx.store.uri, latest, step)
+
+    def on_checkpoint(path: Path, stats: list[dict]) -> None:
+        step = int(path.name.rsplit("-", 1)[1])
+        if step < rl.steps:
+            (path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in earlier + stats))
+            _save_checkpoint(ctx, path, step)
+
+    stats = run_grpo(model, tokenizer, rl, records, reward, seed=ctx.config.seed, output_dir=str(out),
+                     resume=str(resume) if resume else None, on_checkpoint=on_checkpoint,
+                     on_step=lambda row: _log_step(row, rl.steps))
+    (out / "adapter").rename(work / "adapter")
+    return earlier + stats, []
+
+
+# -- summary and plot -----------------------------------------------------------------------------------------------
+
+
+def summarize(metrics: list[dict], terms: list[str]) -> dict[str, Any]:
+    """First and last 5-step means of the total reward and of each term, the final KL, seconds per step."""
+    def mean(key: str, rows: list[dict]) -> float:
+        return round(statistics.fmean(r[key] for r in rows), 4)
+
+    first, last = metrics[:5], metrics[-5:]
+    out: dict[str, Any] = {"reward_first5": mean("reward/total", first), "reward_last5": mean("reward/total", last),
+                           "kl_final": round(metrics[-1]["kl"], 4),
+                           "seconds_per_step": mean("seconds", metrics)}
+    out["terms_first5"] = {t: mean(f"reward/{t}/mean", first) for t in terms}
+    out["terms_last5"] = {t: mean(f"reward/{t}/mean", last) for t in terms}
+    return out
+
+
+def plot(metrics: list[dict]) -> bytes:
+    """PNG: total reward and each weighted term over the steps (left), KL to the base model (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [m["step"] for m in metrics]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot(steps, [m["reward/total"] for m in metrics], label="total", linewidth=2.5, color="black")
+    for key in sorted(k for k in metrics[0] if k.endswith("/weighted")):
+        left.plot(steps, [m[key] for m in metrics], label=key.split("/")[1], linewidth=1)
+    left.set(xlabel="step", ylabel="reward (weighted terms)", title="reward")
+    left.legend(fontsize=8)
+    right.plot(steps, [m["kl"] for m in metrics], color="tab:red")
+    right.set(xlabel="step", ylabel="nats per response", title="KL(policy || base)")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
