@@ -71,6 +71,17 @@ def run(config: ConfigOpt = None, run: RunOpt = None, set_: SetOpt = None, force
     names = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
     outcomes = run_pipeline(cfg, names, force=force)
     typer.echo(f"run {cfg.run}: " + ", ".join(f"{k} {v}" for k, v in outcomes.items()))
+    if outcomes.get("compare") in ("done", "skipped"):  # not after --stages without compare: it may be stale
+        _headline(cfg)
+
+
+def _headline(cfg: RunConfig) -> None:
+    """The paper's comparison in one line, from the run's compare stage."""
+    from refine_af.compare import headline
+    from refine_af.store import open_store, read_json
+
+    typer.echo(headline(read_json(open_store(cfg.run, cfg.s3, check=False), "compare/report.json")))
+    typer.echo(f"report: {cfg.run.rstrip('/')}/compare/report.md")
 
 
 @app.command()

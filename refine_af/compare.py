@@ -14,7 +14,9 @@ per-task scores (ROUGE-L, 0..100, from `refine_af.superni.score_tasks`) for two 
   untuned base model) shown next to both, which wins and shares ignore.
 
 Tasks scored by only one of the arms are listed under "unmatched" and left out of every number.
-`render_markdown` and `plot` (matplotlib, object API: no pyplot state, no GUI backend) present the same dict.
+`render_markdown` and `plot` (matplotlib, object API: no pyplot state, no GUI backend) present the same dict, and
+`headline` says it in one line. A report may carry an optional "user_oriented" entry ({arm: {"rougeL",
+"exact_match", "n"} or None}, added by the compare stage), which `render_markdown` shows as a secondary section.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["bootstrap_ci", "compare", "plot", "render_markdown", "winner"]
+__all__ = ["bootstrap_ci", "compare", "headline", "plot", "render_markdown", "winner"]
 
 TIE = "tie"
 UNCATEGORIZED = "Uncategorized"
+DISPLAY = {"refine-af": "REFINE-AF", "self-instruct": "Self-Instruct", "rougeL": "ROUGE-L",
+           "exact_match": "exact match"}  # names as the paper writes them; anything else is shown as is
 
 
 def winner(a: float, b: float, arm_a: str, arm_b: str, tolerance: float = 0.0) -> str:
@@ -263,7 +267,40 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             "Left out (scored by one arm only): "
             + "; ".join(f"{k}: {', '.join(v)}" for k, v in unmatched.items()),
         ]
+    user = report.get("user_oriented") or {}
+    if any(user.get(a) for a in arms):
+        lines += [
+            "",
+            "## User-oriented instructions (secondary: mean over instances, not part of the win count)",
+            "",
+            "| arm | rougeL | exact_match | instances |",
+            "|---|---:|---:|---:|",
+        ]
+        for arm in arms:
+            u = user.get(arm)
+            label = f"{arm} (reference)" if arm == base else arm
+            if u:
+                lines.append(f"| {_cell(label)} | {_num(u['rougeL'])} | {_num(u['exact_match'])} | {u['n']} |")
+            else:
+                lines.append(f"| {_cell(label)} | – | – | 0 |")
     return "\n".join(lines) + "\n"
+
+
+def headline(report: Mapping[str, Any], tasks: str = "SuperNI tasks") -> str:
+    """One line for a terminal, e.g. "REFINE-AF beats Self-Instruct on 7 of 12 SuperNI tasks (58%, 1 tie); mean
+    ROUGE-L 23.1 vs 21.4 (base 19.0)". The base model's mean is left out when the report has none."""
+    arm_a, arm_b = report["arms"]
+    wins, n, means, base = report["wins"], report["n_tasks"], report["means"], report["base"]
+    ties = wins[TIE]
+    line = (
+        f"{DISPLAY.get(arm_a, arm_a)} beats {DISPLAY.get(arm_b, arm_b)} on {wins[arm_a]} of {n} {tasks} "
+        f"({100 * report['share'][arm_a]:.0f}%, {ties} tie{'' if ties == 1 else 's'}); "
+        f"mean {DISPLAY.get(report['metric'], report['metric'])} {means[arm_a]['mean']:.1f} "
+        f"vs {means[arm_b]['mean']:.1f}"
+    )
+    if base and means.get(base, {}).get("mean") is not None:
+        line += f" ({DISPLAY.get(base, base)} {means[base]['mean']:.1f})"
+    return line
 
 
 def plot(report: Mapping[str, Any], path: str | Path | None = None) -> bytes:

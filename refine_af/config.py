@@ -210,7 +210,7 @@ class RLConfig(_Section):
     kl_horizon: int = Field(10_000, ge=1)  # rollouts over which the adaptive coefficient may move by ~20%
     gamma: float = Field(1.0, ge=0, le=1)
     lam: float = Field(0.95, ge=0, le=1)
-    learning_rate: float = Field(3e-5, gt=0)  # LoRA parameters and the value head
+    learning_rate: float = Field(1e-4, gt=0)  # LoRA parameters and the value head (LoRA wants more than full FT)
     max_grad_norm: float = Field(1.0, gt=0)
     max_new_tokens: int = Field(48, ge=1)  # response length: the instance (input and output)
     temperature: float = Field(1.0, gt=0)

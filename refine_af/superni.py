@@ -53,7 +53,9 @@ __all__ = [
     "DEFAULT_SUPERNI_ROOT",
     "DEFAULT_USER_ORIENTED",
     "Example",
+    "GENERATION_STOP",
     "Instance",
+    "STOP_MARKERS",
     "SuperNITask",
     "UserTask",
     "build_prompt",
@@ -290,13 +292,17 @@ def build_prompt(task: SuperNITask, instance: Instance, num_pos_examples: int = 
     return "\n\n".join(parts)
 
 
-_STOP_MARKERS = (
+STOP_MARKERS = (
     "\n\n",
     "\nInput:",
     "\nDefinition:",
     "\nNow complete the following example",
     "\nPositive Example",
+    "\nInstruction:",  # the user-oriented prompt's pattern (`instruction_prompt`)
 )
+# Where a backend may stop generating: every marker but the blank line, which a model may write *before* its
+# answer ("Output:\n\nyes"); stopping there would leave nothing, while `clean_prediction` strips it first.
+GENERATION_STOP = tuple(m for m in STOP_MARKERS if m.strip())
 
 
 def clean_prediction(generation: str) -> str:
@@ -306,7 +312,7 @@ def clean_prediction(generation: str) -> str:
     "Input: ..." after its answer would otherwise lose ROUGE-L precision for text it was never asked for.
     """
     text = generation.lstrip()
-    cut = min((i for i in (text.find(m) for m in _STOP_MARKERS) if i >= 0), default=len(text))
+    cut = min((i for i in (text.find(m) for m in STOP_MARKERS) if i >= 0), default=len(text))
     return text[:cut].strip()
 
 

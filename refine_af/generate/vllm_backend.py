@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 from refine_af.generate.base import Completion, Prompt, SamplingParams, render, truncate_at_stop
 
@@ -14,7 +16,8 @@ class VLLMBackend:
         from vllm import LLM
         from vllm.lora.request import LoRARequest
 
-        self.llm = LLM(model=path, dtype=dtype, gpu_memory_utilization=memory, enable_lora=adapter is not None)
+        lora = {"enable_lora": True, "max_lora_rank": _lora_rank(adapter)} if adapter else {}
+        self.llm = LLM(model=path, dtype=dtype, gpu_memory_utilization=memory, **lora)
         self.tokenizer = self.llm.get_tokenizer()
         self.lora = LoRARequest("adapter", 1, adapter) if adapter else None
 
@@ -34,3 +37,9 @@ class VLLMBackend:
             completions.append(Completion(text=text, finish_reason=reason, prompt_ids=list(out.prompt_token_ids),
                                           token_ids=list(best.token_ids)))
         return completions
+
+
+def _lora_rank(adapter: str) -> int:
+    """vLLM sizes its LoRA slots up front (default rank 16): the adapter's rank, rounded up to a size it supports."""
+    rank = json.loads((Path(adapter) / "adapter_config.json").read_text()).get("r", 16)
+    return next((n for n in (8, 16, 32, 64, 128, 256, 320, 512) if n >= rank), rank)

@@ -28,11 +28,12 @@ from tqdm.auto import tqdm
 
 from refine_af.data import SeedTask, load_seeds
 from refine_af.dedup import NearDuplicateFilter
+from refine_af.errors import RefineError
 from refine_af.generate import SamplingParams
 from refine_af.models import describe
 from refine_af.prompts import template
 from refine_af.runner import StageContext
-from refine_af.store import read_jsonl
+from refine_af.store import Store, read_jsonl
 
 MIN_WORDS, MAX_WORDS = 4, 150
 # Self-Instruct's list: tasks a language model cannot carry out in text.
@@ -40,6 +41,7 @@ BLOCKED = ("image", "images", "graph", "graphs", "picture", "pictures", "file", 
            "plot", "go to")
 _BLOCKED_RE = re.compile(r"\b(" + "|".join(re.escape(w) for w in BLOCKED) + r")\b", re.IGNORECASE)
 _ITEM_RE = re.compile(r"\n\s*\d+\s*[.)]\s*")
+OUTPUT = "instructions/instructions.jsonl"  # what the later stages read
 CLASSIFY_SHOTS = 6  # examples of each label in the classification prompt
 
 
@@ -182,3 +184,22 @@ def _filter_round(completions, pool: NearDuplicateFilter, room: int, round_no: i
 
 def _jsonl(rows) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+
+
+def load_accepted(store: Store) -> list[dict]:
+    """The accepted instructions, for the stages that build on them; a missing, empty or malformed file is an error
+    that names the file and line."""
+    where = f"{store.uri}/{OUTPUT}"
+    try:
+        rows = read_jsonl(store, OUTPUT)
+    except FileNotFoundError:
+        raise RefineError(f"{where} does not exist: run the instructions stage first") from None
+    except ValueError as e:
+        raise RefineError(f"{where}: not valid JSON lines ({e})") from None
+    if not rows:
+        raise RefineError(f"{where} holds no instructions: nothing to build on")
+    for lineno, row in enumerate(rows, 1):
+        if not isinstance(row.get("instruction"), str) or not row["instruction"].strip():
+            raise RefineError(f"{where} line {lineno}: field 'instruction' is missing or empty")
+    return [{"id": r.get("id", f"line_{i}"), "instruction": r["instruction"],
+             "is_classification": bool(r.get("is_classification"))} for i, r in enumerate(rows, 1)]

@@ -34,18 +34,17 @@ from tqdm.auto import tqdm
 from refine_af.errors import RefineError
 from refine_af.models import describe, load_causal_lm, pick_device
 from refine_af.runner import StageContext
-from refine_af.store import read_jsonl
+from refine_af.stages.instructions import load_accepted
 
 log = logging.getLogger("refine_af")
 
-INSTRUCTIONS = "instructions/instructions.jsonl"
 CHECKPOINTS = "checkpoints"
 STATE = {"ppo": "trainer_state.pt", "grpo": "trainer_state.json"}  # the file a checkpoint's upload ends with
 
 
 def run(ctx: StageContext) -> None:
     cfg, rl = ctx.config, ctx.config.rl
-    records = _instructions(ctx)
+    records = load_accepted(ctx.store)
 
     # 1. Everything that can fail on bad input happens before the stage writes: scorers, then the policy's model.
     from refine_af.rewards import CompositeReward
@@ -84,20 +83,6 @@ def run(ctx: StageContext) -> None:
     m = ctx.metrics
     log.info("rl: reward %.3f -> %.3f (mean of the first and last 5 steps), final KL %.3f, %.1f s per step",
              m["reward_first5"], m["reward_last5"], m["kl_final"], m["seconds_per_step"])
-
-
-def _instructions(ctx: StageContext) -> list[dict]:
-    where = f"{ctx.store.uri}/{INSTRUCTIONS}"
-    try:
-        rows = read_jsonl(ctx.store, INSTRUCTIONS)
-    except FileNotFoundError:
-        raise RefineError(f"{where} does not exist: run the instructions stage first") from None
-    if not rows:
-        raise RefineError(f"{where} holds no instructions: nothing to train on")
-    for lineno, row in enumerate(rows, 1):
-        if not isinstance(row.get("instruction"), str) or not row["instruction"].strip():
-            raise RefineError(f"{where} line {lineno}: field 'instruction' is missing or empty")
-    return [{"instruction": r["instruction"], "is_classification": bool(r.get("is_classification"))} for r in rows]
 
 
 # -- checkpoints in the store ---------------------------------------------------------------------------------------

@@ -1,0 +1,100 @@
+"""Stage `compare`: REFINE-AF vs Self-Instruct per SuperNI task, the paper's headline, with a paired bootstrap.
+
+    refine-af run --stages compare
+
+Each arm's per-task SuperNI score (`compare.metric`, 0..100) from its `evaluate-<arm>` stage goes into
+`refine_af.compare.compare`: wins, ties and shares per task, means over tasks with bootstrap intervals (seeded by the
+run's `seed`), a per-category table, and the untuned base model as a reference row when `evaluate.include_base`.
+The user-oriented scores of each arm are added as a secondary section. The arms must have been evaluated with the
+same `evaluate` settings: numbers from different eval sets are not comparable.
+
+Inputs:  <run>/evaluate-refine-af/scores.json, <run>/evaluate-self-instruct/scores.json,
+         <run>/evaluate-base/scores.json (when evaluate.include_base)
+Outputs: <run>/compare/report.json   `refine_af.compare.compare`'s dict + "user_oriented" {arm: overall or null}
+                                     and "sources" {arm: scores.json URI}
+         <run>/compare/report.md     the same as Markdown (`refine_af.compare.render_markdown`)
+         <run>/compare/report.png    per-task differences and per-arm means (`refine_af.compare.plot`)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from refine_af import compare
+from refine_af.errors import RefineError
+from refine_af.pipeline import enabled, stage
+from refine_af.runner import StageContext
+from refine_af.store import Store
+
+A, B, BASE = "refine-af", "self-instruct", "base"
+
+
+def run(ctx: StageContext) -> None:
+    cfg = ctx.config.compare
+    arms = [A, B] + ([BASE] if enabled(stage("evaluate-base"), ctx.config) else [])
+
+    # 1. Every arm's scores, checked before the prefix is claimed.
+    scores = {arm: _read_scores(ctx.store, arm) for arm in arms}
+    _check_same_settings(scores)
+    per_task = {arm: {task: s[cfg.metric] for task, s in sc["superni"]["per_task"].items()}
+                for arm, sc in scores.items()}
+    categories = {task: s.get("category", compare.UNCATEGORIZED)
+                  for sc in scores.values() for task, s in sc["superni"]["per_task"].items()}
+
+    # 2. The comparison, plus the secondary user-oriented means.
+    try:
+        report = compare.compare(per_task, A, B, base=BASE if BASE in scores else None, categories=categories,
+                                 tie_tolerance=cfg.tie_tolerance, n_boot=cfg.n_boot, confidence=cfg.confidence,
+                                 seed=ctx.config.seed, metric=cfg.metric)
+    except ValueError as e:
+        raise RefineError(f"stage {ctx.name}: {e}") from None
+    report["user_oriented"] = {arm: (sc.get("user_oriented") or {}).get("overall") for arm, sc in scores.items()}
+    report["sources"] = {arm: f"{ctx.store.uri}/evaluate-{arm}/scores.json" for arm in arms}
+    ctx.begin()
+
+    # 3. Outputs.
+    ctx.write_output("report.json", (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode())
+    ctx.write_output("report.md", compare.render_markdown(report).encode())
+    ctx.write_output("report.png", compare.plot(report))
+    ctx.counts.update(tasks=report["n_tasks"], arms=len(arms))
+    ctx.metrics.update(share_won=round(report["share"][A], 4), wins=report["wins"],
+                       mean={arm: None if m["mean"] is None else round(m["mean"], 2)
+                             for arm, m in report["means"].items()})
+    ctx.provenance.update(sources=report["sources"])
+
+
+def _read_scores(store: Store, arm: str) -> dict[str, Any]:
+    key = f"evaluate-{arm}/scores.json"
+    where = f"{store.uri}/{key}"
+    try:
+        data = json.loads(store.read_bytes(key))
+    except FileNotFoundError:
+        raise RefineError(f"{where} does not exist: run stage evaluate-{arm} first") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RefineError(f"{where}: not valid JSON ({e})") from None
+    per_task = data.get("superni", {}).get("per_task") if isinstance(data, dict) else None
+    if not isinstance(per_task, dict) or not per_task:
+        raise RefineError(f"{where}: missing field 'superni.per_task' (expected the evaluate stage's scores)")
+    for task, s in per_task.items():
+        if not isinstance(s, dict) or not all(isinstance(s.get(m), (int, float)) for m in ("rougeL", "exact_match")):
+            raise RefineError(f"{where}: field 'superni.per_task.{task}' needs numeric 'rougeL' and 'exact_match'")
+    user = data.get("user_oriented")
+    if user is not None and not (isinstance(user, dict) and isinstance(user.get("overall"), dict)):
+        raise RefineError(f"{where}: field 'user_oriented' must be null or hold 'overall'")
+    return data
+
+
+def _check_same_settings(scores: dict[str, dict]) -> None:
+    """Refuse arms scored with different `evaluate` settings (a stage rerun alone with --set, say)."""
+    recorded = {arm: {k: v for k, v in sc["evaluate"].items() if k != "include_base"}  # no bearing on scores
+                for arm, sc in scores.items() if isinstance(sc.get("evaluate"), dict)}
+    if len(recorded) < 2:
+        return
+    first, *others = recorded
+    for arm in others:
+        keys = sorted(k for k in recorded[first].keys() | recorded[arm].keys()
+                      if recorded[first].get(k) != recorded[arm].get(k))
+        if keys:
+            raise RefineError(f"evaluate-{first} and evaluate-{arm} were scored with different settings "
+                              f"({', '.join(f'evaluate.{k}' for k in keys)}): rerun them with one config")

@@ -1,0 +1,140 @@
+"""Stage `evaluate-<arm>`: zero-shot Super-NaturalInstructions and user-oriented instructions, greedy decoding.
+
+    refine-af run --stages evaluate-refine-af,evaluate-self-instruct,evaluate-base
+
+Arms `refine-af` and `self-instruct` are the base model + the LoRA adapter their `sft-<arm>` stage trained; arm
+`base` (on when `evaluate.include_base`) is the untuned model, a reference row. Every arm gets the same raw-text
+prompts, without a chat template: SuperNI's definition + "Input: ... Output:" (`superni.build_prompt`) and, for
+user-oriented instructions, the "Instruction: ... Output:" format SFT trains on (`superni.instruction_prompt`).
+Decoding is greedy; a generation is cut where the model starts a new block of the prompt pattern
+(`superni.clean_prediction`) and scored with SuperNI's ROUGE-L and exact match.
+
+The eval sets, the adapter and the model are loaded before the stage claims its prefix, so a bad task file, a split
+naming a missing task or a missing adapter stops the stage with one line and writes nothing.
+
+Inputs:  <run>/sft-<arm>/adapter/                (arms refine-af and self-instruct; peft format)
+         evaluate.superni, evaluate.user_oriented  (builtin sets, local paths or s3:// URIs)
+Outputs: <run>/evaluate-<arm>/predictions.jsonl  one row per instance: set (superni | user_oriented), task,
+                                                  category, id, prediction, references, rougeL and exact_match
+                                                  (0..1, as `superni.rouge_l` / `exact_match` return them), and
+                                                  the raw generation
+         <run>/evaluate-<arm>/scores.json        {"superni": superni.score_tasks(...), "user_oriented":
+                                                  superni.score_user_oriented(...) or null, "arm", "model",
+                                                  "adapter", "evaluate": the evaluate config} (scores 0..100)
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from refine_af import superni
+from refine_af.errors import RefineError
+from refine_af.generate import SamplingParams, make_backend
+from refine_af.models import describe
+from refine_af.runner import StageContext
+from refine_af.store import Store, open_store, split_uri
+
+BASE = "base"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One prompt to answer: which set and task it belongs to, and the instance it scores against."""
+
+    set: str  # "superni" | "user_oriented"
+    task: str
+    category: str
+    instance: superni.Instance
+    prompt: str
+
+
+def run(ctx: StageContext) -> None:
+    arm, cfg = ctx.stage.params["arm"], ctx.config.evaluate
+
+    # 1. The eval sets, validated before anything is claimed or loaded.
+    root = _superni_store(ctx)
+    tasks = superni.load_tasks(split=cfg.split, max_tasks=cfg.max_tasks,
+                               max_instances=cfg.max_instances_per_task, store=root)
+    user = _user_oriented(ctx)
+    superni_jobs = [Job("superni", t.name, t.category, inst, superni.build_prompt(t, inst, cfg.num_pos_examples))
+                    for t in tasks for inst in t.instances]
+    user_jobs = [Job("user_oriented", u.id, u.motivation_app or superni.UNCATEGORIZED, inst,
+                     superni.build_user_prompt(u, inst)) for u in user for inst in u.instances]
+
+    # 2. The model: the base model + the arm's SFT adapter (none for base).
+    adapter_key = None if arm == BASE else f"sft-{arm}/adapter"
+    with tempfile.TemporaryDirectory(prefix="refine-af-adapter-") as adapter:
+        if adapter_key is None:
+            backend = ctx.backend()
+        else:
+            if not ctx.store.exists(f"{adapter_key}/adapter_config.json"):
+                raise RefineError(f"stage {ctx.name} needs the fine-tuned adapter at {ctx.store.uri}/{adapter_key}/: "
+                                  f"run stage sft-{arm} first")
+            ctx.store.download(adapter_key, Path(adapter))
+            backend = make_backend(ctx.config, adapter=adapter)
+        ctx.begin()
+
+        # 3. Greedy answers, one batched call per set (the adapter directory must outlive them: vllm loads it lazily).
+        params = SamplingParams(temperature=0.0, max_new_tokens=cfg.max_new_tokens, stop=superni.GENERATION_STOP)
+        generations = {}
+        for name, jobs in (("SuperNI", superni_jobs), ("user-oriented", user_jobs)):
+            if jobs:
+                outs = backend.generate([j.prompt for j in jobs], params, desc=f"evaluate {arm}: {name}")
+                generations.update({(j.set, j.instance.id): c.text for j, c in zip(jobs, outs, strict=True)})
+
+    # 4. Score: per instance for predictions.jsonl, aggregated (0..100) for scores.json.
+    rows = []
+    for j in superni_jobs + user_jobs:
+        raw = generations[(j.set, j.instance.id)]
+        pred = superni.clean_prediction(raw)
+        rows.append({"set": j.set, "task": j.task, "category": j.category, "id": j.instance.id, "prediction": pred,
+                     "references": list(j.instance.outputs), "rougeL": superni.rouge_l(pred, j.instance.outputs),
+                     "exact_match": superni.exact_match(pred, j.instance.outputs), "generation": raw})
+    preds = {s: {r["id"]: r["prediction"] for r in rows if r["set"] == s} for s in ("superni", "user_oriented")}
+    scores = {
+        "arm": arm,
+        "model": describe(ctx.config.model),
+        "adapter": None if adapter_key is None else f"{ctx.store.uri}/{adapter_key}",
+        "evaluate": cfg.model_dump(mode="json"),
+        "superni": superni.score_tasks(tasks, preds["superni"]),
+        "user_oriented": superni.score_user_oriented(user, preds["user_oriented"]) if user else None,
+    }
+
+    # 5. Outputs.
+    ctx.write_output("predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
+    ctx.write_output("scores.json", (json.dumps(scores, indent=2, ensure_ascii=False) + "\n").encode())
+    overall = scores["superni"]["overall"]
+    ctx.metrics.update(superni_rougeL=round(overall["rougeL"], 2), superni_exact_match=round(overall["exact_match"], 2))
+    if user:
+        ctx.metrics["user_oriented_rougeL"] = round(scores["user_oriented"]["overall"]["rougeL"], 2)
+    ctx.counts.update(tasks=len(tasks), instances=len(superni_jobs), user_oriented=len(user_jobs))
+    ctx.provenance.update(arm=arm, model=scores["model"], adapter=scores["adapter"], superni=root.uri,
+                          user_oriented=_user_location(cfg.user_oriented))
+
+
+def _superni_store(ctx: StageContext) -> Store:
+    """The SuperNI root named by `evaluate.superni`, opened read-only (no write probe)."""
+    location = ctx.config.evaluate.superni
+    if location == "builtin":
+        return open_store(str(superni.DEFAULT_SUPERNI_ROOT), check=False)
+    if not location.startswith("s3://") and not Path(location.removeprefix("file://")).expanduser().is_dir():
+        raise RefineError(f"evaluate.superni: {location} is not a directory (expected a natural-instructions "
+                          "checkout with tasks/ and splits/, an s3:// prefix, or builtin)")
+    return open_store(location, ctx.config.s3, check=False)
+
+
+def _user_location(location: str | None) -> str | None:
+    return str(superni.DEFAULT_USER_ORIENTED) if location == "builtin" else location
+
+
+def _user_oriented(ctx: StageContext) -> list[superni.UserTask]:
+    """The user-oriented instructions named by `evaluate.user_oriented`; none when it is null."""
+    location = _user_location(ctx.config.evaluate.user_oriented)
+    if location is None:
+        return []
+    parent, key = split_uri(location)
+    store = open_store(parent, ctx.config.s3, check=False)
+    return superni.load_user_oriented(key, max_items=ctx.config.evaluate.max_user_oriented, store=store)

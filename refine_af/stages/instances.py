@@ -1,0 +1,131 @@
+"""Stage `instances-<arm>`: every instruction gets input/output instances, and the result is the dataset.
+
+    refine-af run --stages instances-refine-af,instances-self-instruct
+
+Arm `refine-af` generates with the RL-trained policy (the base model + the adapter under <run>/rl/adapter/),
+arm `self-instruct` with the untrained base model: the paper's comparison. Classification instructions are written
+output-first, others input-first (`refine_af.instance_format`). Dropped, with counts by reason: unparseable
+completions, empty outputs, outputs equal to their input, and duplicates of an instance already kept.
+
+Inputs:  <run>/instructions/instructions.jsonl, <run>/rl/adapter/ (arm refine-af)
+Outputs: <run>/instances-<arm>/dataset.jsonl      instruction, input, output + provenance, one row per instance
+         <run>/instances-<arm>/alpaca.json        the same rows as Alpaca-style JSON (instruction, input, output)
+         <run>/instances-<arm>/dataset.parquet    the same rows, loadable with `datasets.load_dataset("parquet", ...)`
+         <run>/instances-<arm>/README.md          a dataset card: counts, models, config
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+
+from refine_af import __version__, instance_format
+from refine_af.errors import RefineError
+from refine_af.generate import SamplingParams, make_backend
+from refine_af.models import describe
+from refine_af.runner import StageContext
+from refine_af.stages.instructions import load_accepted
+
+ADAPTER = "rl/adapter"
+
+
+def run(ctx: StageContext) -> None:
+    arm, cfg = ctx.stage.params["arm"], ctx.config.instances
+    instructions = load_accepted(ctx.store)
+
+    # 1. The generator: the trained policy for refine-af, the base model for self-instruct.
+    with tempfile.TemporaryDirectory(prefix="refine-af-adapter-") as adapter:
+        if arm == "refine-af":
+            if not ctx.store.exists(f"{ADAPTER}/adapter_config.json"):
+                raise RefineError(f"stage {ctx.name} needs the RL adapter at {ctx.store.uri}/{ADAPTER}/: "
+                                  "run the rl stage first")
+            ctx.store.download(ADAPTER, adapter)
+        backend = make_backend(ctx.config, adapter=adapter if arm == "refine-af" else None)
+        ctx.begin()
+
+        # 2. per_instruction samples of every instruction, in one batched call.
+        jobs = [row for row in instructions for _ in range(cfg.per_instruction)]
+        prompts = [instance_format.build(r["instruction"], r["is_classification"]) for r in jobs]
+        params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                                stop=instance_format.STOP, seed=ctx.config.seed)
+        completions = backend.generate(prompts, params, desc=f"instances ({arm})")
+
+    # 3. Parse and filter.
+    rows, dropped = select(jobs, [c.text for c in completions], arm)
+    if not rows:
+        ctx.store.delete(ctx.name)  # nothing half-written: the stage did not happen
+        raise RefineError(f"{ctx.name}: every instance was dropped ({_reasons(dropped)}) out of {len(jobs)}: "
+                          "raise instances.max_new_tokens or check the model")
+
+    # 4. Outputs: JSONL, Alpaca JSON, Parquet and a dataset card.
+    ctx.write_output("dataset.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
+    alpaca = [{"instruction": r["instruction"], "input": r["input"], "output": r["output"]} for r in rows]
+    ctx.write_output("alpaca.json", json.dumps(alpaca, indent=1, ensure_ascii=False).encode())
+    ctx.write_output("dataset.parquet", _parquet(rows))
+    ctx.counts.update(instructions=len(instructions), generated=len(jobs), kept=len(rows),
+                      dropped=sum(dropped.values()), dropped_by_reason=dropped,
+                      instructions_covered=len({r["instruction_id"] for r in rows}))
+    ctx.provenance.update(arm=arm, model=describe(ctx.config.model),
+                          adapter=f"{ctx.store.uri}/{ADAPTER}" if arm == "refine-af" else None,
+                          prompts=list(ctx.stage.prompts))
+    ctx.write_output("README.md", _card(ctx, arm, rows).encode())
+
+
+def select(jobs: list[dict], texts: list[str], arm: str) -> tuple[list[dict], dict[str, int]]:
+    """Parse each completion of `jobs` (instruction rows) and keep the good instances; drop counts by reason."""
+    rows, seen = [], set()
+    dropped = {"unparseable": 0, "empty_output": 0, "output_equals_input": 0, "duplicate": 0}
+    for job, text in zip(jobs, texts, strict=True):
+        parsed = instance_format.parse(text, job["is_classification"])
+        reason = None
+        if parsed is None:
+            reason = "unparseable"
+        elif not parsed[1].strip():
+            reason = "empty_output"
+        elif parsed[0].strip().lower() == parsed[1].strip().lower():
+            reason = "output_equals_input"
+        elif (job["instruction"], parsed[0].lower(), parsed[1].lower()) in seen:
+            reason = "duplicate"
+        if reason:
+            dropped[reason] += 1
+            continue
+        seen.add((job["instruction"], parsed[0].lower(), parsed[1].lower()))
+        rows.append({"instruction": job["instruction"], "input": parsed[0], "output": parsed[1],
+                     "is_classification": job["is_classification"], "instruction_id": job.get("id"), "arm": arm})
+    return rows, dropped
+
+
+def _reasons(dropped: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in dropped.items() if v) or "none"
+
+
+def _parquet(rows: list[dict]) -> bytes:
+    from datasets import Dataset
+
+    buffer = io.BytesIO()
+    Dataset.from_list(rows).to_parquet(buffer)
+    return buffer.getvalue()
+
+
+def _card(ctx: StageContext, arm: str, rows: list[dict]) -> str:
+    c = ctx.counts
+    return f"""---
+license: apache-2.0
+task_categories: [text-generation]
+configs:
+- config_name: default
+  data_files: dataset.parquet
+---
+# refine-af instruction dataset ({arm} arm)
+
+Generated by refine-af {__version__} (REFINE-AF, arXiv 2505.06548).
+
+- Instances: {len(rows)} from {c['instructions_covered']} of {c['instructions']} instructions
+  ({c['generated']} generated, {c['dropped']} dropped: {_reasons(c['dropped_by_reason'])})
+- Generator: {describe(ctx.config.model)}{' + the RL-trained LoRA adapter' if arm == 'refine-af' else ''}
+- Config: `{json.dumps(ctx.config.instances.model_dump())}`, seed {ctx.config.seed}
+- Files: dataset.jsonl, alpaca.json (instruction/input/output), dataset.parquet
+
+Load it with `datasets.load_dataset("parquet", data_files="dataset.parquet")`.
+"""
