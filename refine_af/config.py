@@ -263,6 +263,14 @@ class SFTConfig(_Section):
     lora: SFTLora = SFTLora()
     merge: bool = False  # also write merged full weights (<run>/sft-<arm>/merged/), for serving without peft
 
+    @field_validator("gradient_accumulation")
+    @classmethod
+    def _accumulates(cls, v: int, info: Any) -> int:
+        batch = info.data.get("batch_size", 8)
+        if batch % v:
+            raise ValueError(f"must divide batch_size ({batch})")
+        return v
+
 
 class EvaluateConfig(_Section):
     """Stages `evaluate-<arm>`: zero-shot Super-NaturalInstructions and user-oriented instructions, greedy.

@@ -1,0 +1,171 @@
+"""Stage `sft-<arm>`: LoRA fine-tuning of the base model on the arm's instruction dataset (TRL's SFTTrainer).
+
+    refine-af run --stages sft-refine-af,sft-self-instruct --set sft.epochs=3
+
+Each row becomes a prompt-completion pair: the prompt is `superni.instruction_prompt(instruction, input)` (the
+format evaluation uses), the completion " " + output, to which TRL appends the EOS token. The loss is on the
+completion only (TRL's `completion_only_loss`: prompt tokens get label -100). Examples are cut at `sft.max_length`
+tokens; one whose prompt alone fills it has nothing left to learn and TRL drops it (counted as dropped_too_long).
+Precision is fp32 on CPU (bf16 is emulated there, ~10x slower) and bf16 on GPUs that support it; gradient
+checkpointing is on for GPUs only. Training is not checkpointed: a killed stage reruns from the start.
+
+Inputs:  <run>/instances-<arm>/dataset.jsonl  instruction, input, output (+ provenance, ignored)
+Outputs: <run>/sft-<arm>/adapter/             the LoRA adapter (peft: adapter_config.json, adapter_model.safetensors)
+         <run>/sft-<arm>/metrics.jsonl        one row per optimiser step: step, epoch, loss, learning_rate,
+                                              grad_norm, mean_token_accuracy, seconds (since training began)
+         <run>/sft-<arm>/merged/              with sft.merge: full merged weights + tokenizer, for serving
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import time
+from typing import Any
+
+from transformers import TrainerCallback
+
+from refine_af import models
+from refine_af.errors import RefineError
+from refine_af.runner import StageContext
+from refine_af.superni import instruction_prompt
+
+log = logging.getLogger(__name__)
+
+FIELDS = ("instruction", "input", "output")
+LOG_LINES = 10  # progress lines per run (every row still goes to metrics.jsonl)
+
+
+def read_dataset(store: Any, key: str) -> tuple[list[dict], str]:
+    """The rows of an instances dataset and the file's sha256; RefineError naming file:line for bad rows."""
+    where = f"{store.uri}/{key}"
+    try:
+        data = store.read_bytes(key)
+    except FileNotFoundError:
+        raise RefineError(f"{where} does not exist: run the {key.split('/')[0]} stage first") from None
+    rows = []
+    for number, line in enumerate(data.decode().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise RefineError(f"{where}:{number}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise RefineError(f"{where}:{number}: expected a JSON object")
+        for name in FIELDS:
+            value = row.get(name)
+            if not isinstance(value, str):
+                raise RefineError(f"{where}:{number}:{name}: " + ("missing" if value is None else "not a string"))
+            if name != "input" and not value.strip():
+                raise RefineError(f"{where}:{number}:{name}: empty")
+        rows.append(row)
+    if not rows:
+        raise RefineError(f"{where} holds no examples")
+    return rows, hashlib.sha256(data).hexdigest()
+
+
+def build_trainer(model: Any, tokenizer: Any, rows: list[dict], cfg: Any, *, seed: int, device: str,
+                  output_dir: str) -> Any:
+    """TRL's SFTTrainer with a fresh LoRA adapter on `model` and the rows as prompt-completion pairs."""
+    import datasets
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import PrinterCallback, set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    cuda = device.startswith("cuda")
+    args = SFTConfig(
+        output_dir=output_dir, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size // cfg.gradient_accumulation,
+        gradient_accumulation_steps=cfg.gradient_accumulation, warmup_steps=cfg.warmup_ratio,  # < 1: a ratio
+        max_length=cfg.max_length, completion_only_loss=True, bf16=cuda and torch.cuda.is_bf16_supported(),
+        use_cpu=not cuda, activation_checkpointing=cuda, logging_steps=1, save_strategy="no", report_to="none",
+        seed=seed, disable_tqdm=True)
+    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
+    data = Dataset.from_dict({"prompt": [instruction_prompt(r["instruction"], r["input"]) for r in rows],
+                              "completion": [" " + r["output"].strip() for r in rows]})
+    set_seed(seed)  # the LoRA init happens in SFTTrainer.__init__, before Trainer seeds anything
+    bars = not datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()  # TRL maps the dataset five times, each with its own bar
+    try:
+        trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                             peft_config=lora)
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict; StepLog logs a line every few steps
+    return trainer
+
+
+def run(ctx: StageContext) -> None:
+    arm, cfg, config = ctx.stage.params["arm"], ctx.config.sft, ctx.config
+    source = f"instances-{arm}/dataset.jsonl"
+    rows, sha256 = read_dataset(ctx.store, source)  # validate inputs before touching the store
+    device = models.pick_device(config.generation.device)
+    model, tokenizer = models.load_causal_lm(config.model, cache_dir=config.cache_dir, s3=config.s3, device=device,
+                                             dtype=config.generation.dtype)
+
+    with tempfile.TemporaryDirectory(prefix="refine-af-sft-") as tmp:
+        trainer = build_trainer(model, tokenizer, rows, cfg, seed=config.seed, device=device, output_dir=tmp)
+        if not len(trainer.train_dataset):
+            raise RefineError(f"{ctx.name}: every example's prompt fills sft.max_length ({cfg.max_length} tokens), "
+                              "leaving no completion to train on: raise sft.max_length")
+        ctx.begin()
+
+        # 1. Train, one metrics row per optimiser step.
+        steps = StepLog(ctx.name)
+        trainer.add_callback(steps)
+        result = trainer.train()
+
+        # 2. Outputs: the adapter, the metrics and, on request, the merged model.
+        trainer.model.save_pretrained(f"{tmp}/adapter")
+        ctx.upload_output(f"{tmp}/adapter", "adapter")
+        ctx.write_output("metrics.jsonl", "".join(json.dumps(r) + "\n" for r in steps.rows).encode())
+        if cfg.merge:
+            merged = trainer.model.merge_and_unload()
+            merged.save_pretrained(f"{tmp}/merged")
+            tokenizer.save_pretrained(f"{tmp}/merged")
+            ctx.upload_output(f"{tmp}/merged", "merged")
+
+    trained = len(trainer.train_dataset)
+    ctx.counts.update(examples=len(rows), trained=trained, dropped_too_long=len(rows) - trained,
+                      steps=result.global_step)
+    first, final = steps.rows[0]["loss"], steps.rows[-1]["loss"]
+    ctx.metrics.update(first_loss=first, final_loss=final, train_loss=round(result.training_loss, 4),
+                       seconds_per_step=round(result.metrics["train_runtime"] / max(1, result.global_step), 4))
+    ctx.provenance.update(model=models.describe(config.model), arm=arm, dataset=source, dataset_sha256=sha256,
+                          precision="bf16" if trainer.args.bf16 else "fp32", device=device)
+    log.info("%s: %d examples, %d steps, loss %.3f -> %.3f, %.2f s/step, adapter at %s", ctx.name, trained,
+             result.global_step, first, final, ctx.metrics["seconds_per_step"], f"{ctx.store.uri}/{ctx.key('adapter')}")
+
+
+class StepLog(TrainerCallback):
+    """Trainer callback: a metrics row per logged step, and a log line every `max_steps / LOG_LINES` steps."""
+
+    def __init__(self, name: str):
+        self.name, self.rows, self.start = name, [], time.perf_counter()
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.start = time.perf_counter()
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
+        if not logs or "loss" not in logs:  # the closing summary (train_loss, train_runtime) has no "loss"
+            return
+        row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "loss": round(logs["loss"], 4),
+               "learning_rate": logs.get("learning_rate"), "grad_norm": _round(logs.get("grad_norm")),
+               "mean_token_accuracy": _round(logs.get("mean_token_accuracy")),
+               "seconds": round(time.perf_counter() - self.start, 2)}
+        self.rows.append(row)
+        every = max(1, state.max_steps // LOG_LINES)
+        if state.global_step % every == 0 or state.global_step == state.max_steps:
+            log.info("%s: step %d/%d epoch %.2f loss %.4f lr %.2e", self.name, state.global_step, state.max_steps,
+                     row["epoch"], row["loss"], row["learning_rate"] or 0.0)
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 4)
