@@ -118,3 +118,36 @@ def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: f
     """Run the real `refine-af` entry point in a subprocess."""
     return subprocess.run([refine_af_exe(), *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True,
                           text=True, timeout=timeout)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matrices: one torch thread is faster than two fighting over them."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+WORDS = ["<pad>", "<unk>", "</s>"] + list("abcdefghijklmnopqrst")
+POOL = ["b c d", "e f g h", "i j", "k l m n o", "p q", "r s t"]  # prompts of the word-level policy
+
+
+def word_policy():
+    """A random 2-layer Llama over a 23-word vocabulary with a word-level tokenizer: fast, and a reward that counts
+    the word "a" is dense enough to learn from in a few dozen RL steps."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(WORDS), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128, pad_token_id=0,
+                         bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
+                         initializer_range=0.1)  # logits wide enough for a LoRA to move them
+    return LlamaForCausalLM(config).eval(), tok

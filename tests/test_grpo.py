@@ -5,45 +5,23 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
+from conftest import POOL, word_policy
 from refine_af.config import RewardConfig, RLConfig
 from refine_af.grpo import TermReward, run_grpo
 from refine_af.rewards import CompositeReward
 
-WORDS = ["<pad>", "<unk>", "</s>"] + list("abcdefghijklmnopqrst")
-POOL = ["b c d", "e f g h", "i j", "k l m n o", "p q", "r s t"]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def tiny_policy():
-    """A random 2-layer Llama over a 23-word vocabulary with a word-level tokenizer (as in test_ppo.py)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(WORDS), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128, pad_token_id=0,
-                         bos_token_id=1, eos_token_id=2, tie_word_embeddings=False, initializer_range=0.1)
-    return LlamaForCausalLM(config).eval(), tok
 
 
 def count_a(instructions: list[str], completions: list[str]) -> list[float]:
     return [float(c.split().count("a")) for c in completions]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_grpo_raises_the_reward_and_reports_kl(tmp_path):
-    model, tok = tiny_policy()
+    model, tok = word_policy()
     rl = RLConfig(algorithm="grpo", steps=24, batch_size=8, max_new_tokens=8, learning_rate=1e-2, kl_coef=0.01,
                   checkpoint_every=100, grpo={"num_generations": 4})
     stats = run_grpo(model, tok, rl, POOL, count_a, prompt_fn=lambda s: s, seed=0, output_dir=str(tmp_path))

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from conftest import POOL, word_policy
 from refine_af.config import RLConfig
 from refine_af.generate import SamplingParams
 from refine_af.ppo import (
@@ -21,25 +22,8 @@ from refine_af.ppo import (
     whiten,
 )
 
-WORDS = ["<pad>", "<unk>", "</s>"] + list("abcdefghijklmnopqrst")
-POOL = ["b c d", "e f g h", "i j", "k l m n o", "p q", "r s t"]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def tiny_policy():
-    """A random 2-layer Llama over a 23-word vocabulary, with a word-level tokenizer: fast, and the reward below
-    (count of the word "a") is dense enough to learn from in a few dozen steps."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(WORDS), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128, pad_token_id=0,
-                         bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
-                         initializer_range=0.1)  # logits wide enough for a LoRA to move them
-    return LlamaForCausalLM(config).eval(), tok
 
 
 def count_a(instructions: list[str], completions: list[str]) -> list[float]:
@@ -47,19 +31,11 @@ def count_a(instructions: list[str], completions: list[str]) -> list[float]:
 
 
 def trainer(**overrides) -> PPOTrainer:
-    model, tok = tiny_policy()
+    model, tok = word_policy()
     rl = RLConfig(**{"batch_size": 8, "minibatches": 2, "ppo_epochs": 2, "max_new_tokens": 8,
                      "learning_rate": 5e-3, "kl_coef": 0.01, **overrides})
     return PPOTrainer(model, tok, rl, count_a, prompt_fn=lambda s: s, stop=(), seed=0)  # HF stop strings need BPE
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: one thread is faster than two fighting over them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # -- pure functions -------------------------------------------------------------------------------------------------

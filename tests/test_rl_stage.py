@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from refine_af import ppo
 from refine_af.config import load_config
 from refine_af.errors import RefineError
 from refine_af.runner import read_manifest, run_stage
 from refine_af.store import open_store, write_json, write_jsonl
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 INSTRUCTIONS = [
     {"instruction": "Name a fruit that is yellow.", "is_classification": False},
@@ -20,13 +21,6 @@ INSTRUCTIONS = [
     {"instruction": "Translate the word into French.", "is_classification": False},
 ]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_run(tmp_path, model, *overrides, instructions=INSTRUCTIONS):

@@ -15,6 +15,8 @@ from refine_af.stages.sft import build_trainer
 from refine_af.store import FileStore, read_json, write_json
 from refine_af.superni import instruction_prompt
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 STAGE, PARENT = "sft-self-instruct", "instances-self-instruct"
 WORDS = ["apple", "river", "stone", "cloud"]
 ROWS = [{"instruction": f"Repeat the word {w} {n} times.", "input": w if n % 2 else "", "output": " ".join([w] * n),
@@ -36,13 +38,6 @@ def model_dir(tmp_path_factory, tiny_model_dir):
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(path)
     return path
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _store(tmp_path, rows: list[dict] | None = ROWS, text: str | None = None) -> FileStore:
