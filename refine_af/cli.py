@@ -15,6 +15,7 @@ import functools
 import json
 import logging
 import sys
+import warnings
 from typing import Annotated
 
 import typer
@@ -57,6 +58,8 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("httpx", "urllib3", "botocore", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # peft asks transformers a deprecated question on every adapter load; the user can do nothing about it
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 @app.command()

@@ -106,9 +106,13 @@ def test_only_completion_tokens_carry_labels(tmp_path, model_dir):
     cfg = _config(model_dir, tmp_path).sft
     trainer = build_trainer(model, tokenizer, ROWS[:4], cfg, seed=0, device="cpu", output_dir=str(tmp_path / "o"))
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])  # padded to the longest
-    for i, row in enumerate(ROWS[:4]):
-        prompt = tokenizer(instruction_prompt(row["instruction"], row["input"]))["input_ids"]
-        completion = tokenizer(" " + row["output"])["input_ids"] + [tokenizer.eos_token_id]
+    for i, row in enumerate(ROWS[:4]):  # the builtin tokenizer has a chat template: user turn, assistant turn
+        user = [{"role": "user", "content": instruction_prompt(row["instruction"], row["input"])}]
+        prompt_text = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": row["output"]}], tokenize=False)
+        assert full.startswith(prompt_text) and full[len(prompt_text):] == row["output"] + "<|im_end|>\n"
+        prompt = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+        completion = tokenizer(full[len(prompt_text):], add_special_tokens=False)["input_ids"]
         ids, labels = batch["input_ids"][i].tolist(), batch["labels"][i].tolist()
         assert ids[: len(prompt) + len(completion)] == prompt + completion
         expected = [-100] * len(prompt) + completion
@@ -140,3 +144,21 @@ def test_bad_input_fails_before_writing(tmp_path, model_dir):
     with pytest.raises(RefineError, match=r"every example's prompt fills sft.max_length \(16 tokens\)"):
         runner.run_stage(_config(model_dir, tmp_path, "sft.max_length=16"), STAGE, store)
     assert store.list(STAGE) == []
+
+
+def test_base_models_train_on_raw_text(tmp_path, model_dir):
+    """Without a chat template the prompt is the raw instruction format and the completion " output" + EOS."""
+    from refine_af.models import load_causal_lm
+
+    model, tokenizer = load_causal_lm(str(model_dir), device="cpu")
+    tokenizer.chat_template = None
+    cfg = _config(model_dir, tmp_path).sft
+    trainer = build_trainer(model, tokenizer, ROWS[:2], cfg, seed=0, device="cpu", output_dir=str(tmp_path / "o"))
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    for i, row in enumerate(ROWS[:2]):
+        prompt = tokenizer(instruction_prompt(row["instruction"], row["input"]))["input_ids"]
+        completion = tokenizer(" " + row["output"])["input_ids"] + [tokenizer.eos_token_id]
+        ids, labels = batch["input_ids"][i].tolist(), batch["labels"][i].tolist()
+        assert ids[: len(prompt) + len(completion)] == prompt + completion
+        expected = [-100] * len(prompt) + completion
+        assert labels == expected + [-100] * (len(labels) - len(expected))

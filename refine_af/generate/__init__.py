@@ -9,7 +9,7 @@ list ending in an assistant message is continued (the reply is pre-filled), othe
 
 from __future__ import annotations
 
-from refine_af.generate.base import Backend, Completion, Prompt, SamplingParams, truncate_at_stop
+from refine_af.generate.base import Backend, Completion, Prompt, SamplingParams, as_user_turn, truncate_at_stop
 from refine_af.generate.factory import make_backend
 
-__all__ = ["Backend", "Completion", "Prompt", "SamplingParams", "make_backend", "truncate_at_stop"]
+__all__ = ["Backend", "Completion", "Prompt", "SamplingParams", "as_user_turn", "make_backend", "truncate_at_stop"]

@@ -46,6 +46,12 @@ def render(tokenizer: Any, prompt: Prompt) -> str:
     )
 
 
+def as_user_turn(tokenizer: Any, text: str) -> Prompt:
+    """An instruction prompt in the form the model answers: a user turn for chat models (the builtin instruct model
+    ends a raw prompt that stops at "Output:" at once, with its end-of-turn token), the raw text for base models."""
+    return [{"role": "user", "content": text}] if getattr(tokenizer, "chat_template", None) else text
+
+
 def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut `text` before the earliest stop string; says whether one was found."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)

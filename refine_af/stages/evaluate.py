@@ -4,8 +4,9 @@
 
 Arms `refine-af` and `self-instruct` are the base model + the LoRA adapter their `sft-<arm>` stage trained; arm
 `base` (on when `evaluate.include_base`) is the untuned model, a reference row. Every arm gets the same raw-text
-prompts, without a chat template: SuperNI's definition + "Input: ... Output:" (`superni.build_prompt`) and, for
-user-oriented instructions, the "Instruction: ... Output:" format SFT trains on (`superni.instruction_prompt`).
+prompts: SuperNI's definition + "Input: ... Output:" (`superni.build_prompt`) and, for user-oriented instructions,
+the "Instruction: ... Output:" format SFT trains on (`superni.instruction_prompt`), sent as a user turn of the chat
+template when the model has one, as SFT trains (`generate.as_user_turn`), and as raw text otherwise.
 Decoding is greedy; a generation is cut where the model starts a new block of the prompt pattern
 (`superni.clean_prediction`) and scored with SuperNI's ROUGE-L and exact match.
 
@@ -32,7 +33,7 @@ from pathlib import Path
 
 from refine_af import superni
 from refine_af.errors import RefineError
-from refine_af.generate import SamplingParams, make_backend
+from refine_af.generate import SamplingParams, as_user_turn, make_backend
 from refine_af.models import describe
 from refine_af.runner import StageContext
 from refine_af.store import Store, open_store, split_uri
@@ -82,7 +83,8 @@ def run(ctx: StageContext) -> None:
         generations = {}
         for name, jobs in (("SuperNI", superni_jobs), ("user-oriented", user_jobs)):
             if jobs:
-                outs = backend.generate([j.prompt for j in jobs], params, desc=f"evaluate {arm}: {name}")
+                prompts = [as_user_turn(backend.tokenizer, j.prompt) for j in jobs]
+                outs = backend.generate(prompts, params, desc=f"evaluate {arm}: {name}")
                 generations.update({(j.set, j.instance.id): c.text for j, c in zip(jobs, outs, strict=True)})
 
     # 4. Score: per instance for predictions.jsonl, aggregated (0..100) for scores.json.

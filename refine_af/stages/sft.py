@@ -3,7 +3,8 @@
     refine-af run --stages sft-refine-af,sft-self-instruct --set sft.epochs=3
 
 Each row becomes a prompt-completion pair: the prompt is `superni.instruction_prompt(instruction, input)` (the
-format evaluation uses), the completion " " + output, to which TRL appends the EOS token. The loss is on the
+format evaluation uses), as a user turn for chat models and raw text for base models (`generate.as_user_turn`); the
+completion is the assistant turn, or " " + output followed by EOS for base models. The loss is on the
 completion only (TRL's `completion_only_loss`: prompt tokens get label -100). Examples are cut at `sft.max_length`
 tokens; one whose prompt alone fills it has nothing left to learn and TRL drops it (counted as dropped_too_long).
 Precision is fp32 on CPU (bf16 is emulated there, ~10x slower) and bf16 on GPUs that support it; gradient
@@ -29,6 +30,7 @@ from transformers import TrainerCallback
 
 from refine_af import models
 from refine_af.errors import RefineError
+from refine_af.generate import as_user_turn
 from refine_af.runner import StageContext
 from refine_af.superni import instruction_prompt
 
@@ -87,8 +89,12 @@ def build_trainer(model: Any, tokenizer: Any, rows: list[dict], cfg: Any, *, see
         seed=seed, disable_tqdm=True)
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
-    data = Dataset.from_dict({"prompt": [instruction_prompt(r["instruction"], r["input"]) for r in rows],
-                              "completion": [" " + r["output"].strip() for r in rows]})
+    prompts = [as_user_turn(tokenizer, instruction_prompt(r["instruction"], r["input"])) for r in rows]
+    if isinstance(prompts[0], str):  # a base model: raw text, the completion continues "Output:"
+        completions: list[Any] = [" " + r["output"].strip() for r in rows]
+    else:  # a chat model: TRL renders both turns with its template
+        completions = [[{"role": "assistant", "content": r["output"].strip()}] for r in rows]
+    data = Dataset.from_dict({"prompt": prompts, "completion": completions})
     set_seed(seed)  # the LoRA init happens in SFTTrainer.__init__, before Trainer seeds anything
     bars = not datasets.are_progress_bars_disabled()
     datasets.disable_progress_bars()  # TRL maps the dataset five times, each with its own bar
