@@ -120,9 +120,21 @@ def show(run: Annotated[str, typer.Option("--run", help="Run location.")] = "run
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
+    width = max(len(row["stage"]) for row in rows)
     for row in rows:
-        detail = ", ".join(f"{k}={v}" for k, v in {**row["counts"], **row["metrics"]}.items())
-        typer.echo(f"{row['stage']:<14} {row['state']:<12} {detail}")
+        detail = ", ".join(f"{k}={v}" for k, v in _flat({**row["counts"], **row["metrics"]}).items())
+        typer.echo(f"{row['stage']:<{width}}  {row['state']:<12} {detail}")
+
+
+def _flat(values: dict, prefix: str = "") -> dict:
+    """Nested metrics (per-term rewards, wins per arm) as dotted keys: terms_last5.coherence=0.57."""
+    out = {}
+    for k, v in values.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def main() -> None:  # pragma: no cover
