@@ -12,6 +12,7 @@ gets half-way into a run.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -63,13 +64,13 @@ def _field(obj: dict, key: str, kind: type | tuple[type, ...], where: str) -> An
     return obj[key]
 
 
-def parse_seeds(data: bytes, source: str) -> list[SeedTask]:
-    """Validate and parse seed-task JSONL; errors name `source`, the line and the field."""
+def json_lines(data: bytes, source: str) -> Iterator[tuple[str, dict]]:
+    """("<source>:<line>", object) for each non-blank line of JSONL bytes. Bytes that are not UTF-8 and lines that
+    are not a JSON object are errors naming the source and the line."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise RefineError(f"{source}: not UTF-8 text (byte {e.start})") from None
-    tasks: list[SeedTask] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -80,6 +81,13 @@ def parse_seeds(data: bytes, source: str) -> list[SeedTask]:
             raise RefineError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(obj, dict):
             raise RefineError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        yield where, obj
+
+
+def parse_seeds(data: bytes, source: str) -> list[SeedTask]:
+    """Validate and parse seed-task JSONL; errors name `source`, the line and the field."""
+    tasks: list[SeedTask] = []
+    for where, obj in json_lines(data, source):
         instruction = _field(obj, "instruction", str, where).strip()
         if not instruction:
             raise RefineError(f"{where}: field 'instruction' is empty")

@@ -29,6 +29,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from refine_af import models
+from refine_af.data import json_lines
 from refine_af.errors import RefineError
 from refine_af.generate import as_user_turn
 from refine_af.runner import StageContext
@@ -48,21 +49,13 @@ def read_dataset(store: Any, key: str) -> tuple[list[dict], str]:
     except FileNotFoundError:
         raise RefineError(f"{where} does not exist: run the {key.split('/')[0]} stage first") from None
     rows = []
-    for number, line in enumerate(data.decode().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RefineError(f"{where}:{number}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise RefineError(f"{where}:{number}: expected a JSON object")
+    for line, row in json_lines(data, where):
         for name in FIELDS:
             value = row.get(name)
             if not isinstance(value, str):
-                raise RefineError(f"{where}:{number}:{name}: " + ("missing" if value is None else "not a string"))
+                raise RefineError(f"{line}:{name}: " + ("missing" if value is None else "not a string"))
             if name != "input" and not value.strip():
-                raise RefineError(f"{where}:{number}:{name}: empty")
+                raise RefineError(f"{line}:{name}: empty")
         rows.append(row)
     if not rows:
         raise RefineError(f"{where} holds no examples")
