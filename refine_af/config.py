@@ -387,5 +387,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), *, te
         raise RefineError(_format_errors(e, source + (" (with --set overrides)" if overrides else ""))) from None
 
 
+def lookup(config: RunConfig, dotted: str) -> Any:
+    """The value at a dotted key path, e.g. `evaluate.include_base`."""
+    value: Any = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
 def dump_config(config: RunConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

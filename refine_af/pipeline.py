@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from refine_af.config import lookup
 from refine_af.errors import RefineError
 
 Role = Literal["generate", "train", "cpu"]
@@ -108,12 +109,7 @@ def validate(stages: tuple[Stage, ...] = STAGES) -> None:
 
 def enabled(s: Stage, config: object) -> bool:
     """Whether the config switches the stage on (stages without `when` always are)."""
-    if s.when is None:
-        return True
-    value = config
-    for part in s.when.split("."):
-        value = getattr(value, part)
-    return bool(value)
+    return s.when is None or bool(lookup(config, s.when))
 
 
 def select(names: list[str] | None) -> list[Stage]:

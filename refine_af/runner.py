@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from refine_af import __version__
-from refine_af.config import RunConfig, dump_config, load_config
+from refine_af.config import RunConfig, dump_config, load_config, lookup
 from refine_af.errors import RefineError
 from refine_af.pipeline import Stage, enabled, select, stage
 from refine_af.store import Store, open_store, read_json, write_json
@@ -36,9 +36,7 @@ CONFIG = "config.yaml"
 
 
 def _config_value(config: RunConfig, dotted: str) -> Any:
-    value: Any = config
-    for part in dotted.split("."):
-        value = getattr(value, part)
+    value = lookup(config, dotted)
     return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
 
 
