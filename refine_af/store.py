@@ -261,8 +261,13 @@ def read_jsonl(store: Store, key: str) -> list[dict]:
     return [json.loads(line) for line in store.read_bytes(key).decode().splitlines() if line.strip()]
 
 
+def jsonl_bytes(rows: Iterable[dict]) -> bytes:
+    """JSON Lines, UTF-8, one object per line."""
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+
+
 def write_jsonl(store: Store, key: str, rows: Iterable[dict]) -> None:
-    store.write_bytes(key, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
+    store.write_bytes(key, jsonl_bytes(rows))
 
 
 def split_uri(uri: str) -> tuple[str, str]:

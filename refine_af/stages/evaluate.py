@@ -36,7 +36,7 @@ from refine_af.errors import RefineError
 from refine_af.generate import SamplingParams, as_user_turn, make_backend
 from refine_af.models import describe
 from refine_af.runner import StageContext
-from refine_af.store import Store, open_store, split_uri
+from refine_af.store import Store, jsonl_bytes, open_store, split_uri
 
 BASE = "base"
 
@@ -106,7 +106,7 @@ def run(ctx: StageContext) -> None:
     }
 
     # 5. Outputs.
-    ctx.write_output("predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
+    ctx.write_output("predictions.jsonl", jsonl_bytes(rows))
     ctx.write_output("scores.json", (json.dumps(scores, indent=2, ensure_ascii=False) + "\n").encode())
     overall = scores["superni"]["overall"]
     ctx.metrics.update(superni_rougeL=round(overall["rougeL"], 2), superni_exact_match=round(overall["exact_match"], 2))

@@ -26,6 +26,7 @@ from refine_af.generate import SamplingParams, make_backend
 from refine_af.models import describe
 from refine_af.runner import StageContext
 from refine_af.stages.instructions import load_accepted
+from refine_af.store import jsonl_bytes
 
 ADAPTER = "rl/adapter"
 
@@ -59,7 +60,7 @@ def run(ctx: StageContext) -> None:
                           "raise instances.max_new_tokens or check the model")
 
     # 4. Outputs: JSONL, Alpaca JSON, Parquet and a dataset card.
-    ctx.write_output("dataset.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
+    ctx.write_output("dataset.jsonl", jsonl_bytes(rows))
     alpaca = [{"instruction": r["instruction"], "input": r["input"], "output": r["output"]} for r in rows]
     ctx.write_output("alpaca.json", json.dumps(alpaca, indent=1, ensure_ascii=False).encode())
     ctx.write_output("dataset.parquet", _parquet(rows))

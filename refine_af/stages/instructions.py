@@ -19,7 +19,6 @@ Every round draws from its own RNG (seed, round), so a resumed run produces exac
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import string
@@ -33,7 +32,7 @@ from refine_af.generate import SamplingParams
 from refine_af.models import describe
 from refine_af.prompts import template
 from refine_af.runner import StageContext
-from refine_af.store import Store, read_jsonl
+from refine_af.store import Store, jsonl_bytes, read_jsonl
 
 MIN_WORDS, MAX_WORDS = 4, 150
 # Self-Instruct's list: tasks a language model cannot carry out in text.
@@ -137,17 +136,17 @@ def run(ctx: StageContext) -> None:
                                        SamplingParams(temperature=0.0, max_new_tokens=3), desc="classify")
             for row, answer in zip(new, answers, strict=True):
                 row["is_classification"] = answer.text.strip().lower().startswith("yes")
-        ctx.store.write_bytes(ctx.key(f"rounds/{round_no:05d}.jsonl"), _jsonl(new + dropped))
+        ctx.store.write_bytes(ctx.key(f"rounds/{round_no:05d}.jsonl"), jsonl_bytes(new + dropped))
         accepted += new
         rejected += dropped
         bar.update(len(new))
     bar.close()
 
     # 3. Outputs, then the counts the manifest shows.
-    ctx.write_output("instructions.jsonl", _jsonl(
+    ctx.write_output("instructions.jsonl", jsonl_bytes(
         {"id": f"instr_{i:05d}", **{k: v for k, v in r.items() if k != "status"}} for i, r in enumerate(accepted)
     ))
-    ctx.write_output("rejected.jsonl", _jsonl(rejected))
+    ctx.write_output("rejected.jsonl", jsonl_bytes(rejected))
     reasons: dict[str, int] = {}
     for r in rejected:
         reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
@@ -180,10 +179,6 @@ def _filter_round(completions, pool: NearDuplicateFilter, room: int, round_no: i
                 reason = "near_duplicate"
             dropped.append({**row, "status": "rejected", "reason": reason})
     return new, dropped
-
-
-def _jsonl(rows) -> bytes:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
 
 
 def load_accepted(store: Store) -> list[dict]:

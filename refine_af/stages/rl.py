@@ -35,6 +35,7 @@ from refine_af.errors import RefineError
 from refine_af.models import describe, load_causal_lm, pick_device
 from refine_af.runner import StageContext
 from refine_af.stages.instructions import load_accepted
+from refine_af.store import jsonl_bytes
 
 log = logging.getLogger("refine_af")
 
@@ -73,8 +74,8 @@ def run(ctx: StageContext) -> None:
         ctx.upload_output(work / "adapter", "adapter")
 
     # 3. Outputs and the manifest's summary.
-    ctx.write_output("metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics).encode())
-    ctx.write_output("samples.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples).encode())
+    ctx.write_output("metrics.jsonl", jsonl_bytes(metrics))
+    ctx.write_output("samples.jsonl", jsonl_bytes(samples))
     ctx.write_output("rewards.png", plot(metrics))
     ctx.store.delete(ctx.key(CHECKPOINTS))  # the adapter is final; the checkpoints only served resuming
     ctx.counts.update(steps=len(metrics), rollouts=len(metrics) * rl.batch_size, instructions=len(records))
@@ -95,8 +96,9 @@ def _latest_checkpoint(ctx: StageContext) -> str | None:
     return max(done, default=None)
 
 
-def _save_checkpoint(ctx: StageContext, local: Path, step: int) -> None:
-    """Upload a checkpoint directory (sorted, so the state file comes last), then drop the older ones."""
+def _save_checkpoint(ctx: StageContext, local: Path, step: int, metrics: list[dict]) -> None:
+    """Add the metrics so far to a checkpoint directory, upload it (the state file last), drop the older ones."""
+    (local / "metrics.jsonl").write_bytes(jsonl_bytes(metrics))
     prefix = ctx.key(f"{CHECKPOINTS}/step-{step:05d}")
     state = STATE[ctx.config.rl.algorithm]
     files = sorted((p for p in local.rglob("*") if p.is_file()), key=lambda p: (p.name == state, str(p)))
@@ -105,6 +107,11 @@ def _save_checkpoint(ctx: StageContext, local: Path, step: int) -> None:
     for old in {k.split("/")[2] for k in ctx.store.list(ctx.key(CHECKPOINTS))} - {f"step-{step:05d}"}:
         ctx.store.delete(ctx.key(f"{CHECKPOINTS}/{old}"))
     log.info("rl: checkpoint at step %d -> %s/%s", step, ctx.store.uri, prefix)
+
+
+def _checkpoint_metrics(local: Path, step: int) -> list[dict]:
+    """The metrics a downloaded checkpoint carries, up to its step."""
+    return [json.loads(line) for line in (local / "metrics.jsonl").read_text().splitlines()][:step]
 
 
 def _log_step(row: dict, steps: int) -> None:
@@ -129,7 +136,7 @@ def _ppo(ctx: StageContext, model: Any, tokenizer: Any, records: list[dict], rew
         ckpt = work / "resume"
         ctx.store.download(latest, ckpt)
         trainer.load(ckpt)
-        metrics = [json.loads(line) for line in (ckpt / "metrics.jsonl").read_text().splitlines()][: trainer.step]
+        metrics = _checkpoint_metrics(ckpt, trainer.step)
         log.info("rl: resumed from %s/%s at step %d", ctx.store.uri, latest, trainer.step)
     bar = tqdm(total=rl.steps, initial=trainer.step, desc="rl (ppo)", unit="step")
     while trainer.step < rl.steps:
@@ -141,8 +148,7 @@ def _ppo(ctx: StageContext, model: Any, tokenizer: Any, records: list[dict], rew
         if trainer.step % rl.checkpoint_every == 0 and trainer.step < rl.steps:
             ckpt = work / f"step-{trainer.step:05d}"
             trainer.save(ckpt)
-            (ckpt / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
-            _save_checkpoint(ctx, ckpt, trainer.step)
+            _save_checkpoint(ctx, ckpt, trainer.step, metrics)
     bar.close()
     trainer.policy.save_pretrained(work / "adapter")
     return metrics, trainer.last_rollouts
@@ -159,14 +165,13 @@ def _grpo(ctx: StageContext, model: Any, tokenizer: Any, records: list[dict], re
         step = int(latest.rsplit("-", 1)[1])
         resume = out / f"checkpoint-{step}"
         ctx.store.download(latest, resume)
-        earlier = [json.loads(line) for line in (resume / "metrics.jsonl").read_text().splitlines()][:step]
+        earlier = _checkpoint_metrics(resume, step)
         log.info("rl: resumed from %s/%s at step %d", ctx.store.uri, latest, step)
 
     def on_checkpoint(path: Path, stats: list[dict]) -> None:
         step = int(path.name.rsplit("-", 1)[1])
         if step < rl.steps:
-            (path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in earlier + stats))
-            _save_checkpoint(ctx, path, step)
+            _save_checkpoint(ctx, path, step, earlier + stats)
 
     stats = run_grpo(model, tokenizer, rl, records, reward, seed=ctx.config.seed, output_dir=str(out),
                      resume=str(resume) if resume else None, on_checkpoint=on_checkpoint,

@@ -20,7 +20,6 @@ Outputs: <run>/sft-<arm>/adapter/             the LoRA adapter (peft: adapter_co
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import tempfile
 import time
@@ -33,6 +32,7 @@ from refine_af.data import json_lines
 from refine_af.errors import RefineError
 from refine_af.generate import as_user_turn
 from refine_af.runner import StageContext
+from refine_af.store import jsonl_bytes
 from refine_af.superni import instruction_prompt
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def run(ctx: StageContext) -> None:
         # 2. Outputs: the adapter, the metrics and, on request, the merged model.
         trainer.model.save_pretrained(f"{tmp}/adapter")
         ctx.upload_output(f"{tmp}/adapter", "adapter")
-        ctx.write_output("metrics.jsonl", "".join(json.dumps(r) + "\n" for r in steps.rows).encode())
+        ctx.write_output("metrics.jsonl", jsonl_bytes(steps.rows))
         if cfg.merge:
             merged = trainer.model.merge_and_unload()
             merged.save_pretrained(f"{tmp}/merged")
