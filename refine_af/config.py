@@ -198,6 +198,9 @@ class RLConfig(_Section):
     Rollouts: max_new_tokens, temperature, top_p (logprobs are taken at `temperature`; top_p < 1 makes the
         sampler differ slightly from the policy the logprobs describe)
     Drift warnings (logged with sample responses): warn_kl, warn_entropy, warn_length_ratio
+    probe_prompts: after training, this many fixed instructions are answered by the base model and by the policy
+        with the same seeds; the paired reward difference (manifest `probe`, rows in probe.jsonl) is the check
+        that training moved the reward, free of the per-step draw of instructions
     GRPO reads steps, batch_size, learning_rate, kl_coef (as beta), clip_range, max_new_tokens, temperature,
         top_p, lora, reward and grpo.*; it makes one pass per rollout batch (TRL's num_iterations=1).
     """
@@ -224,6 +227,7 @@ class RLConfig(_Section):
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     checkpoint_every: int = Field(10, ge=1)  # steps between full-state checkpoints
+    probe_prompts: int = Field(8, ge=0)  # after training: fixed instructions scored base vs policy; 0 skips it
     warn_kl: float = Field(10.0, gt=0)  # warn when mean KL per response exceeds this (nats)
     warn_entropy: float = Field(0.2, ge=0)  # warn when mean token entropy drops below this (nats)
     warn_length_ratio: float = Field(3.0, gt=1)  # warn when mean length leaves [first / r, first * r]

@@ -59,11 +59,33 @@ def test_ppo_stage_writes_adapter_metrics_plot_and_summary(tmp_path, tiny_model_
                                                               "weight": 1.0}
     assert manifest["files"]["adapter/adapter_model.safetensors"]["bytes"] > 0
 
+    probe = [json.loads(line) for line in store.read_bytes("rl/probe.jsonl").decode().splitlines()]
+    assert sorted(r["instruction"] for r in probe) == sorted(i["instruction"] for i in INSTRUCTIONS)
+    p = m["probe"]
+    assert p["prompts"] == 4 and set(p["terms_policy"]) == set(m["terms_last5"])
+    assert p["base"] == pytest.approx(sum(r["reward_base"] for r in probe) / 4, abs=1e-4)
+    assert p["delta"] == pytest.approx(p["policy"] - p["base"], abs=1e-3)
+    assert p["delta_ci"][0] <= p["delta"] <= p["delta_ci"][1]
+
     adapter = tmp_path / "rl" / "adapter"
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter)
     lora = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert lora and any(p.abs().sum() > 0 for p in lora)  # trained: B starts at zero
     assert run_stage(config, "rl", store) == "skipped"
+
+
+def test_probe_pairs_base_and_policy_on_the_same_prompts_and_seeds(tmp_path, tiny_model_dir):
+    # An adapter that barely moved must answer exactly as the base model: same instructions, same sampling seeds.
+    config, store = make_run(tmp_path, tiny_model_dir, "rl.learning_rate=1e-12", "rl.steps=1", "rl.probe_prompts=3")
+    assert run_stage(config, "rl", store) == "done"
+    probe = [json.loads(line) for line in store.read_bytes("rl/probe.jsonl").decode().splitlines()]
+    assert len(probe) == 3 and len({r["instruction"] for r in probe}) == 3
+    assert all(r["base"] == r["policy"] and r["reward_base"] == r["reward_policy"] for r in probe)
+    assert read_manifest(store, "rl")["metrics"]["probe"]["delta"] == 0
+
+    off, off_store = make_run(tmp_path / "off", tiny_model_dir, "rl.steps=1", "rl.probe_prompts=0")
+    run_stage(off, "rl", off_store)
+    assert not off_store.exists("rl/probe.jsonl") and "probe" not in read_manifest(off_store, "rl")["metrics"]
 
 
 def test_resume_continues_from_the_checkpoint_exactly(tmp_path, tiny_model_dir, monkeypatch):

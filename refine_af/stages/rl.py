@@ -14,6 +14,8 @@ Outputs: <run>/rl/adapter/                      the trained LoRA adapter (peft, 
                                                 kl_coef, policy_loss, value_loss, entropy, response_length, seconds
          <run>/rl/rewards.png                   total reward, each weighted term and KL over the steps
          <run>/rl/samples.jsonl                 the last step's rollouts with their rewards (what the policy writes)
+         <run>/rl/probe.jsonl                   the probe: fixed instructions answered by the base model and by the
+                                                trained policy with the same sampling seeds, each with its reward
          <run>/rl/checkpoints/step-NNNNN/       the latest checkpoint (adapter/, metrics.jsonl, trainer state);
                                                 valid once its trainer state, uploaded last, is there
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import random
 import statistics
 import tempfile
 import time
@@ -73,17 +76,75 @@ def run(ctx: StageContext) -> None:
         metrics, samples = train(ctx, model, tokenizer, records, reward, work)
         ctx.upload_output(work / "adapter", "adapter")
 
-    # 3. Outputs and the manifest's summary.
+        # 3. Did training help? The same instructions and seeds, with the adapter off and on.
+        del model  # the training copy, wrapped in place; the probe loads a clean one
+        probe_summary, probe_rows = (probe(ctx, records, reward, work / "adapter", device) if rl.probe_prompts
+                                     else ({}, []))
+
+    # 4. Outputs and the manifest's summary.
     ctx.write_output("metrics.jsonl", jsonl_bytes(metrics))
     ctx.write_output("samples.jsonl", jsonl_bytes(samples))
+    if probe_rows:
+        ctx.write_output("probe.jsonl", jsonl_bytes(probe_rows))
     ctx.write_output("rewards.png", plot(metrics))
     ctx.store.delete(ctx.key(CHECKPOINTS))  # the adapter is final; the checkpoints only served resuming
     ctx.counts.update(steps=len(metrics), rollouts=len(metrics) * rl.batch_size, instructions=len(records))
     ctx.metrics.update(summarize(metrics, list(reward.describe())))
+    if probe_summary:
+        ctx.metrics["probe"] = probe_summary
     ctx.provenance.update(algorithm=rl.algorithm, model=describe(cfg.model), reward=reward.describe())
     m = ctx.metrics
     log.info("rl: reward %.3f -> %.3f (mean of the first and last 5 steps), final KL %.3f, %.1f s per step",
              m["reward_first5"], m["reward_last5"], m["kl_final"], m["seconds_per_step"])
+    if probe_summary:
+        p = probe_summary
+        log.info("rl: probe of %d fixed instructions: reward %.3f (base) -> %.3f (policy), difference %+.3f "
+                 "[%+.3f, %+.3f] (95%% bootstrap)", p["prompts"], p["base"], p["policy"], p["delta"], *p["delta_ci"])
+
+
+# -- the probe --------------------------------------------------------------------------------------------------------
+
+
+def probe(ctx: StageContext, records: list[dict], reward: Any, adapter: Path, device: str
+          ) -> tuple[dict[str, Any], list[dict]]:
+    """The reward of the base model and of the trained policy on `rl.probe_prompts` fixed instructions.
+
+    The per-step rewards in metrics.jsonl come from a different draw of instructions each step, so their trend
+    mixes what the policy learned with which instructions it got. The probe holds the instructions and the
+    sampling seed fixed and toggles only the adapter, so the per-instruction differences are paired; their
+    bootstrap interval says whether training moved the reward at all. Sampling as in the rollouts.
+    """
+    from peft import PeftModel
+
+    from refine_af.compare import bootstrap_ci
+    from refine_af.generate import SamplingParams
+    from refine_af.generate.hf import TransformersBackend
+    from refine_af.instance_format import STOP
+    from refine_af.ppo import build_prompt
+    from refine_af.rewards import task_of
+
+    cfg, rl = ctx.config, ctx.config.rl
+    chosen = random.Random(cfg.seed).sample(records, min(rl.probe_prompts, len(records)))
+    model, tokenizer = load_causal_lm(cfg.model, cache_dir=cfg.cache_dir, s3=cfg.s3, device=device,
+                                      dtype=cfg.generation.dtype)
+    policy = PeftModel.from_pretrained(model, adapter).eval()
+    backend = TransformersBackend(policy, tokenizer, batch_size=cfg.generation.batch_size)
+    params = SamplingParams(temperature=rl.temperature, top_p=rl.top_p, max_new_tokens=rl.max_new_tokens,
+                            stop=tuple(STOP), seed=cfg.seed)
+    prompts = [build_prompt(r) for r in chosen]
+    with policy.disable_adapter():
+        base_texts = [c.text for c in backend.generate(prompts, params, desc="probe (base)")]
+    policy_texts = [c.text for c in backend.generate(prompts, params, desc="probe (policy)")]
+    base, trained = reward.score_completions(chosen, base_texts), reward.score_completions(chosen, policy_texts)
+    delta, ci = bootstrap_ci([t - b for b, t in zip(base.total, trained.total, strict=True)], seed=cfg.seed)
+    summary = {"prompts": len(chosen), "base": round(statistics.fmean(base.total), 4),
+               "policy": round(statistics.fmean(trained.total), 4), "delta": round(delta, 4),
+               "delta_ci": [round(x, 4) for x in ci],
+               "terms_base": {t: round(statistics.fmean(v), 4) for t, v in base.raw.items()},
+               "terms_policy": {t: round(statistics.fmean(v), 4) for t, v in trained.raw.items()}}
+    rows = [{"instruction": task_of(r)[0], "base": b, "policy": t, "reward_base": rb, "reward_policy": rt}
+            for r, b, t, rb, rt in zip(chosen, base_texts, policy_texts, base.total, trained.total, strict=True)]
+    return summary, rows
 
 
 # -- checkpoints in the store ---------------------------------------------------------------------------------------
