@@ -221,7 +221,9 @@ class RLConfig(_Section):
     kl_horizon: int = Field(10_000, ge=1)  # rollouts over which the adaptive coefficient may move by ~20%
     gamma: float = Field(1.0, ge=0, le=1)
     lam: float = Field(0.95, ge=0, le=1)
-    learning_rate: float = Field(1e-4, gt=0)  # LoRA parameters and the value head (LoRA wants more than full FT)
+    # LoRA parameters and the value head. 1e-4 left the builtin model within 0.2 nats of the base after 20 steps
+    # (probe reward -0.05 [-0.18, +0.06]); 1e-3 moved it 2 nats and raised the probe reward +0.30 [+0.00, +0.60]
+    learning_rate: float = Field(1e-3, gt=0)
     max_grad_norm: float = Field(1.0, gt=0)
     max_new_tokens: int = Field(48, ge=1)  # response length: the instance (input and output)
     temperature: float = Field(1.0, gt=0)
