@@ -22,6 +22,7 @@ Outputs: <run>/rl/adapter/                      the trained LoRA adapter (peft, 
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import logging
@@ -78,6 +79,7 @@ def run(ctx: StageContext) -> None:
 
         # 3. Did training help? The same instructions and seeds, with the adapter off and on.
         del model  # the training copy, wrapped in place; the probe loads a clean one
+        gc.collect()  # in case a trainer's reference cycle still holds the weights: free them before the reload
         probe_summary, probe_rows = (probe(ctx, records, reward, work / "adapter", device) if rl.probe_prompts
                                      else ({}, []))
 
