@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import gc
 import io
-import json
 import logging
 import random
 import statistics
@@ -35,6 +34,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from refine_af import checkpoints
 from refine_af.errors import RefineError
 from refine_af.models import describe, load_causal_lm, pick_device
 from refine_af.runner import StageContext
@@ -43,7 +43,6 @@ from refine_af.store import jsonl_bytes
 
 log = logging.getLogger("refine_af")
 
-CHECKPOINTS = "checkpoints"
 STATE = {"ppo": "trainer_state.pt", "grpo": "trainer_state.json"}  # the file a checkpoint's upload ends with
 
 
@@ -89,7 +88,7 @@ def run(ctx: StageContext) -> None:
     if probe_rows:
         ctx.write_output("probe.jsonl", jsonl_bytes(probe_rows))
     ctx.write_output("rewards.png", plot(metrics))
-    ctx.store.delete(ctx.key(CHECKPOINTS))  # the adapter is final; the checkpoints only served resuming
+    checkpoints.clear(ctx)
     ctx.counts.update(steps=len(metrics), rollouts=len(metrics) * rl.batch_size, instructions=len(records))
     ctx.metrics.update(summarize(metrics, list(reward.describe())))
     if probe_summary:
@@ -149,32 +148,7 @@ def probe(ctx: StageContext, records: list[dict], reward: Any, adapter: Path, de
     return summary, rows
 
 
-# -- checkpoints in the store ---------------------------------------------------------------------------------------
-
-
-def _latest_checkpoint(ctx: StageContext) -> str | None:
-    """The newest complete checkpoint prefix (its state file, uploaded last, present), or None."""
-    state = STATE[ctx.config.rl.algorithm]
-    done = [k[: -len(state) - 1] for k in ctx.store.list(ctx.key(CHECKPOINTS)) if k.endswith(f"/{state}")]
-    return max(done, default=None)
-
-
-def _save_checkpoint(ctx: StageContext, local: Path, step: int, metrics: list[dict]) -> None:
-    """Add the metrics so far to a checkpoint directory, upload it (the state file last), drop the older ones."""
-    (local / "metrics.jsonl").write_bytes(jsonl_bytes(metrics))
-    prefix = ctx.key(f"{CHECKPOINTS}/step-{step:05d}")
-    state = STATE[ctx.config.rl.algorithm]
-    files = sorted((p for p in local.rglob("*") if p.is_file()), key=lambda p: (p.name == state, str(p)))
-    for path in files:
-        ctx.store.write_bytes(f"{prefix}/{path.relative_to(local).as_posix()}", path.read_bytes())
-    for old in {k.split("/")[2] for k in ctx.store.list(ctx.key(CHECKPOINTS))} - {f"step-{step:05d}"}:
-        ctx.store.delete(ctx.key(f"{CHECKPOINTS}/{old}"))
-    log.info("rl: checkpoint at step %d -> %s/%s", step, ctx.store.uri, prefix)
-
-
-def _checkpoint_metrics(local: Path, step: int) -> list[dict]:
-    """The metrics a downloaded checkpoint carries, up to its step."""
-    return [json.loads(line) for line in (local / "metrics.jsonl").read_text().splitlines()][:step]
+# -- logging -------------------------------------------------------------------------------------------------------
 
 
 def _log_step(row: dict, steps: int) -> None:
@@ -194,13 +168,10 @@ def _ppo(ctx: StageContext, model: Any, tokenizer: Any, records: list[dict], rew
     rl = ctx.config.rl
     trainer = PPOTrainer(model, tokenizer, rl, reward.score_completions, seed=ctx.config.seed)
     metrics: list[dict] = []
-    latest = _latest_checkpoint(ctx)
+    latest = checkpoints.latest(ctx, STATE["ppo"])
     if latest:
-        ckpt = work / "resume"
-        ctx.store.download(latest, ckpt)
-        trainer.load(ckpt)
-        metrics = _checkpoint_metrics(ckpt, trainer.step)
-        log.info("rl: resumed from %s/%s at step %d", ctx.store.uri, latest, trainer.step)
+        metrics = checkpoints.restore(ctx, latest, work / "resume")
+        trainer.load(work / "resume")
     bar = tqdm(total=rl.steps, initial=trainer.step, desc="rl (ppo)", unit="step")
     while trainer.step < rl.steps:
         started = time.perf_counter()
@@ -211,7 +182,7 @@ def _ppo(ctx: StageContext, model: Any, tokenizer: Any, records: list[dict], rew
         if trainer.step % rl.checkpoint_every == 0 and trainer.step < rl.steps:
             ckpt = work / f"step-{trainer.step:05d}"
             trainer.save(ckpt)
-            _save_checkpoint(ctx, ckpt, trainer.step, metrics)
+            checkpoints.save(ctx, ckpt, trainer.step, metrics, STATE["ppo"])
     bar.close()
     trainer.policy.save_pretrained(work / "adapter")
     return metrics, trainer.last_rollouts
@@ -223,18 +194,15 @@ def _grpo(ctx: StageContext, model: Any, tokenizer: Any, records: list[dict], re
 
     rl, out = ctx.config.rl, work / "grpo"
     resume, earlier = None, []
-    latest = _latest_checkpoint(ctx)
+    latest = checkpoints.latest(ctx, STATE["grpo"])
     if latest:
-        step = int(latest.rsplit("-", 1)[1])
-        resume = out / f"checkpoint-{step}"
-        ctx.store.download(latest, resume)
-        earlier = _checkpoint_metrics(resume, step)
-        log.info("rl: resumed from %s/%s at step %d", ctx.store.uri, latest, step)
+        resume = out / f"checkpoint-{checkpoints.step_of(latest)}"
+        earlier = checkpoints.restore(ctx, latest, resume)
 
     def on_checkpoint(path: Path, stats: list[dict]) -> None:
-        step = int(path.name.rsplit("-", 1)[1])
+        step = checkpoints.step_of(path.name)
         if step < rl.steps:
-            _save_checkpoint(ctx, path, step, earlier + stats)
+            checkpoints.save(ctx, path, step, earlier + stats, STATE["grpo"])
 
     stats = run_grpo(model, tokenizer, rl, records, reward, seed=ctx.config.seed, output_dir=str(out),
                      resume=str(resume) if resume else None, on_checkpoint=on_checkpoint,
