@@ -270,6 +270,7 @@ class SFTConfig(_Section):
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     lora: SFTLora = SFTLora()
     merge: bool = False  # also write merged full weights (<run>/sft-<arm>/merged/), for serving without peft
+    checkpoint_every: int = Field(100, ge=1)  # optimiser steps between checkpoints in the store (a killed run resumes)
 
     _accumulation = field_validator("gradient_accumulation")(_divides_batch)
 

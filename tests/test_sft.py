@@ -99,6 +99,39 @@ def test_sft_learns_the_completions_and_writes_a_loadable_adapter(tmp_path, mode
     assert runner.run_stage(config, STAGE, store) == "skipped"
 
 
+def test_a_killed_run_resumes_from_its_store_checkpoint(tmp_path, model_dir, monkeypatch):
+    from refine_af.stages import sft
+
+    settings = ("sft.epochs=2", "sft.learning_rate=0.02", "sft.checkpoint_every=3")  # 8 steps, checkpoints at 3, 6
+    whole = _store(tmp_path / "whole")
+    runner.run_stage(_config(model_dir, tmp_path / "whole", *settings), STAGE, whole)
+    assert not whole.list(f"{STAGE}/checkpoints")  # dropped once the adapter is written
+
+    store, config = _store(tmp_path / "killed"), _config(model_dir, tmp_path / "killed", *settings)
+    real_on_log, logged = sft.StepLog.on_log, []
+
+    def dies_at_step_5(self, args, state, control, logs=None, **kw):
+        real_on_log(self, args, state, control, logs=logs, **kw)
+        if logs and "loss" in logs:
+            logged.append(state.global_step)
+            if state.global_step == 5 and logged.count(5) == 1:
+                raise KeyboardInterrupt  # killed after the step-3 checkpoint reached the store
+
+    monkeypatch.setattr(sft.StepLog, "on_log", dies_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_stage(config, STAGE, store)
+    assert [k.split("/")[2] for k in store.list(f"{STAGE}/checkpoints")][:1] == ["step-00003"]
+    assert runner.run_stage(config, STAGE, store) == "done"
+    assert logged == [1, 2, 3, 4, 5, 4, 5, 6, 7, 8]  # the rerun started after step 3
+    assert not store.list(f"{STAGE}/checkpoints")
+
+    def losses(s):
+        return [json.loads(line)["loss"] for line in s.read_bytes(f"{STAGE}/metrics.jsonl").decode().splitlines()]
+
+    assert losses(store) == pytest.approx(losses(whole), abs=1e-3)
+    assert read_json(store, f"{STAGE}/manifest.json")["counts"]["steps"] == 8
+
+
 def test_only_completion_tokens_carry_labels(tmp_path, model_dir):
     from refine_af.models import load_causal_lm
 

@@ -8,26 +8,31 @@ completion is the assistant turn, or " " + output followed by EOS for base model
 completion only (TRL's `completion_only_loss`: prompt tokens get label -100). Examples are cut at `sft.max_length`
 tokens; one whose prompt alone fills it has nothing left to learn and TRL drops it (counted as dropped_too_long).
 Precision is fp32 on CPU (bf16 is emulated there, ~10x slower) and bf16 on GPUs that support it; gradient
-checkpointing is on for GPUs only. Training is not checkpointed: a killed stage reruns from the start.
+checkpointing is on for GPUs only. Every `sft.checkpoint_every` optimiser steps the trainer's state (adapter,
+optimiser, scheduler, RNG, data position) goes to the store (`refine_af.checkpoints`); a killed stage resumes from
+the latest checkpoint instead of starting over.
 
 Inputs:  <run>/instances-<arm>/dataset.jsonl  instruction, input, output (+ provenance, ignored)
 Outputs: <run>/sft-<arm>/adapter/             the LoRA adapter (peft: adapter_config.json, adapter_model.safetensors)
          <run>/sft-<arm>/metrics.jsonl        one row per optimiser step: step, epoch, loss, learning_rate,
                                               grad_norm, mean_token_accuracy, seconds (since training began)
          <run>/sft-<arm>/merged/              with sft.merge: full merged weights + tokenizer, for serving
+         <run>/sft-<arm>/checkpoints/step-NNNNN/  the latest checkpoint while training (TRL's format + metrics)
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import statistics
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
-from refine_af import models
+from refine_af import checkpoints, models
 from refine_af.data import json_lines
 from refine_af.errors import RefineError
 from refine_af.generate import as_user_turn
@@ -39,6 +44,7 @@ log = logging.getLogger(__name__)
 
 FIELDS = ("instruction", "input", "output")
 LOG_LINES = 10  # progress lines per run (every row still goes to metrics.jsonl)
+STATE = "trainer_state.json"  # the file of a Trainer checkpoint uploaded last: its presence marks it complete
 
 
 def read_dataset(store: Any, key: str) -> tuple[list[dict], str]:
@@ -78,8 +84,8 @@ def build_trainer(model: Any, tokenizer: Any, rows: list[dict], cfg: Any, *, see
         per_device_train_batch_size=cfg.batch_size // cfg.gradient_accumulation,
         gradient_accumulation_steps=cfg.gradient_accumulation, warmup_steps=cfg.warmup_ratio,  # < 1: a ratio
         max_length=cfg.max_length, completion_only_loss=True, bf16=cuda and torch.cuda.is_bf16_supported(),
-        use_cpu=not cuda, activation_checkpointing=cuda, logging_steps=1, save_strategy="no", report_to="none",
-        seed=seed, disable_tqdm=True)
+        use_cpu=not cuda, activation_checkpointing=cuda, logging_steps=1, save_strategy="steps",
+        save_steps=cfg.checkpoint_every, save_total_limit=1, report_to="none", seed=seed, disable_tqdm=True)
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
     prompts = [as_user_turn(tokenizer, instruction_prompt(r["instruction"], r["input"])) for r in rows]
@@ -116,10 +122,14 @@ def run(ctx: StageContext) -> None:
                               "leaving no completion to train on: raise sft.max_length")
         ctx.begin()
 
-        # 1. Train, one metrics row per optimiser step.
-        steps = StepLog(ctx.name)
+        # 1. Train, one metrics row per optimiser step, from the latest checkpoint when there is one.
+        steps, resume = StepLog(ctx), None
+        latest = checkpoints.latest(ctx, STATE)
+        if latest:
+            resume = Path(tmp) / f"checkpoint-{checkpoints.step_of(latest)}"
+            steps.rows = checkpoints.restore(ctx, latest, resume)
         trainer.add_callback(steps)
-        result = trainer.train()
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
         # 2. Outputs: the adapter, the metrics and, on request, the merged model.
         trainer.model.save_pretrained(f"{tmp}/adapter")
@@ -130,13 +140,16 @@ def run(ctx: StageContext) -> None:
             merged.save_pretrained(f"{tmp}/merged")
             tokenizer.save_pretrained(f"{tmp}/merged")
             ctx.upload_output(f"{tmp}/merged", "merged")
+        checkpoints.clear(ctx)
 
     trained = len(trainer.train_dataset)
     ctx.counts.update(examples=len(rows), trained=trained, dropped_too_long=len(rows) - trained,
                       steps=result.global_step)
     first, final = steps.rows[0]["loss"], steps.rows[-1]["loss"]
-    ctx.metrics.update(first_loss=first, final_loss=final, train_loss=round(result.training_loss, 4),
-                       seconds_per_step=round(result.metrics["train_runtime"] / max(1, result.global_step), 4))
+    trained_here = result.global_step - (checkpoints.step_of(latest) if latest else 0)  # this process's steps
+    ctx.metrics.update(first_loss=first, final_loss=final,
+                       train_loss=round(statistics.fmean(r["loss"] for r in steps.rows), 4),
+                       seconds_per_step=round(result.metrics["train_runtime"] / max(1, trained_here), 4))
     ctx.provenance.update(model=models.describe(config.model), arm=arm, dataset=source, dataset_sha256=sha256,
                           precision="bf16" if trainer.args.bf16 else "fp32", device=device)
     log.info("%s: %d examples, %d steps, loss %.3f -> %.3f, %.2f s/step, adapter at %s", ctx.name, trained,
@@ -144,10 +157,11 @@ def run(ctx: StageContext) -> None:
 
 
 class StepLog(TrainerCallback):
-    """Trainer callback: a metrics row per logged step, and a log line every `max_steps / LOG_LINES` steps."""
+    """Trainer callback: a metrics row per logged step, a log line every `max_steps / LOG_LINES` steps, and each
+    checkpoint the Trainer writes (but the last, which the adapter supersedes) copied to the store with the rows."""
 
-    def __init__(self, name: str):
-        self.name, self.rows, self.start = name, [], time.perf_counter()
+    def __init__(self, ctx: StageContext):
+        self.ctx, self.name, self.rows, self.start = ctx, ctx.name, [], time.perf_counter()
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.start = time.perf_counter()
@@ -164,6 +178,11 @@ class StepLog(TrainerCallback):
         if state.global_step % every == 0 or state.global_step == state.max_steps:
             log.info("%s: step %d/%d epoch %.2f loss %.4f lr %.2e", self.name, state.global_step, state.max_steps,
                      row["epoch"], row["loss"], row["learning_rate"] or 0.0)
+
+    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if state.global_step < state.max_steps:
+            local = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            checkpoints.save(self.ctx, local, state.global_step, self.rows, STATE)
 
 
 def _round(x: float | None) -> float | None:
