@@ -48,10 +48,9 @@ class Stage:
 ARMS = ("refine-af", "self-instruct")  # the paper's comparison: instances from the RL policy vs the base model
 GPU_GENERATE = Resources(role="generate", gpus=1, cpu="4", memory="32Gi")
 GPU_TRAIN = Resources(role="train", gpus=1, cpu="8", memory="64Gi")
-# what an evaluation's scores depend on: all of `evaluate` but the switch for the base row
-EVALUATE = ("model", *(f"evaluate.{k}" for k in ("superni", "split", "max_tasks", "max_instances_per_task",
-                                                  "num_pos_examples", "user_oriented", "max_user_oriented",
-                                                  "max_new_tokens")))
+# Keys inside a stage's config slice that change how it runs, not what it writes: fingerprints leave them out, so
+# changing them never reruns a stage (checkpoints resume exactly; the base row is a stage of its own)
+OPERATIONAL = ("evaluate.include_base", "rl.checkpoint_every", "sft.checkpoint_every")
 
 
 def _per_arm() -> tuple[Stage, ...]:
@@ -65,7 +64,7 @@ def _per_arm() -> tuple[Stage, ...]:
             Stage(f"sft-{arm}", "refine_af.stages.sft:run", parents=(f"instances-{arm}",),
                   config=("model", "seed", "sft"), resources=GPU_TRAIN, params={"arm": arm}),
             Stage(f"evaluate-{arm}", "refine_af.stages.evaluate:run", parents=(f"sft-{arm}",),
-                  config=EVALUATE, resources=GPU_GENERATE, params={"arm": arm}),
+                  config=("model", "evaluate"), resources=GPU_GENERATE, params={"arm": arm}),
         ]
     return tuple(stages)
 
@@ -81,7 +80,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("rl", "refine_af.stages.rl:run", parents=("instructions",), config=("model", "seed", "rl"),
           prompts=("instance_input_first", "instance_output_first"), resources=GPU_TRAIN),
     *_per_arm(),
-    Stage("evaluate-base", "refine_af.stages.evaluate:run", config=EVALUATE, resources=GPU_GENERATE,
+    Stage("evaluate-base", "refine_af.stages.evaluate:run", config=("model", "evaluate"), resources=GPU_GENERATE,
           params={"arm": "base"}, when="evaluate.include_base"),
     Stage("compare", "refine_af.stages.compare:run",
           parents=("evaluate-refine-af", "evaluate-self-instruct", "evaluate-base"), config=("compare",)),

@@ -25,7 +25,7 @@ from typing import Any
 from refine_af import __version__
 from refine_af.config import RunConfig, dump_config, load_config, lookup
 from refine_af.errors import RefineError
-from refine_af.pipeline import Stage, enabled, select, stage
+from refine_af.pipeline import OPERATIONAL, Stage, enabled, select, stage
 from refine_af.store import Store, open_store, read_json, write_json
 
 log = logging.getLogger("refine_af")
@@ -36,8 +36,12 @@ CONFIG = "config.yaml"
 
 
 def _config_value(config: RunConfig, dotted: str) -> Any:
+    """A config slice as JSON, without the operational fields of a section (pipeline.OPERATIONAL)."""
     value = lookup(config, dotted)
-    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+    if not hasattr(value, "model_dump"):
+        return value
+    return value.model_dump(mode="json", exclude={k.removeprefix(f"{dotted}.") for k in OPERATIONAL
+                                                  if k.startswith(f"{dotted}.")})
 
 
 def _prompts_digest(names: tuple[str, ...]) -> dict[str, str]:
