@@ -62,3 +62,17 @@ def test_every_section_forbids_extra_keys():
         model = section.annotation
         if isinstance(model, type) and hasattr(model, "model_config"):
             assert model.model_config.get("extra") == "forbid", model
+
+
+def test_readme_cluster_config_is_a_valid_config(tmp_path):
+    """The scale-up config README shows must load: docs that drift from the schema fail here."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    assert blocks, "README has no yaml block"
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"readme-{i}.yaml"
+        path.write_text(block)
+        load_config(str(path), [])
