@@ -8,14 +8,19 @@ from typing import Any
 from refine_af.generate.base import Backend
 
 
-def make_backend(config: Any, model: str | None = None, adapter: str | None = None) -> Backend:
-    """The configured backend for `model` (default: the run's model), optionally with a LoRA adapter directory."""
+def make_backend(config: Any, model: str | None = None, adapter: str | None = None, kind: str | None = None
+                 ) -> Backend:
+    """The configured backend for `model` (default: the run's model), optionally with a LoRA adapter directory.
+
+    `kind` overrides `generation.backend`: "transformers" for a caller that needs the model object in-process (its
+    `.model`, e.g. to switch the adapter off).
+    """
     from refine_af import models
 
     gen = config.generation
     ref = model or config.model
     device = models.pick_device(gen.device)
-    kind = gen.backend
+    kind = kind or gen.backend
     if kind == "auto":
         kind = "vllm" if device.startswith("cuda") and importlib.util.find_spec("vllm") else "transformers"
     if kind == "vllm":

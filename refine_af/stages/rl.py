@@ -79,7 +79,7 @@ def run(ctx: StageContext) -> None:
         # 3. Did training help? The same instructions and seeds, with the adapter off and on.
         del model  # the training copy, wrapped in place; the probe loads a clean one
         gc.collect()  # in case a trainer's reference cycle still holds the weights: free them before the reload
-        probe_summary, probe_rows = (probe(ctx, records, reward, work / "adapter", device) if rl.probe_prompts
+        probe_summary, probe_rows = (probe(ctx, records, reward, work / "adapter") if rl.probe_prompts
                                      else ({}, []))
 
     # 4. Outputs and the manifest's summary.
@@ -106,8 +106,7 @@ def run(ctx: StageContext) -> None:
 # -- the probe --------------------------------------------------------------------------------------------------------
 
 
-def probe(ctx: StageContext, records: list[dict], reward: Any, adapter: Path, device: str
-          ) -> tuple[dict[str, Any], list[dict]]:
+def probe(ctx: StageContext, records: list[dict], reward: Any, adapter: Path) -> tuple[dict[str, Any], list[dict]]:
     """The reward of the base model and of the trained policy on `rl.probe_prompts` fixed instructions.
 
     The per-step rewards in metrics.jsonl come from a different draw of instructions each step, so their trend
@@ -115,25 +114,19 @@ def probe(ctx: StageContext, records: list[dict], reward: Any, adapter: Path, de
     sampling seed fixed and toggles only the adapter, so the per-instruction differences are paired; their
     bootstrap interval says whether training moved the reward at all. Sampling as in the rollouts.
     """
-    from peft import PeftModel
-
     from refine_af.compare import bootstrap_ci
-    from refine_af.generate import SamplingParams
-    from refine_af.generate.hf import TransformersBackend
+    from refine_af.generate import SamplingParams, make_backend
     from refine_af.instance_format import STOP
     from refine_af.ppo import build_prompt
     from refine_af.rewards import task_of
 
     cfg, rl = ctx.config, ctx.config.rl
     chosen = random.Random(cfg.seed).sample(records, min(rl.probe_prompts, len(records)))
-    model, tokenizer = load_causal_lm(cfg.model, cache_dir=cfg.cache_dir, s3=cfg.s3, device=device,
-                                      dtype=cfg.generation.dtype)
-    policy = PeftModel.from_pretrained(model, adapter).eval()
-    backend = TransformersBackend(policy, tokenizer, batch_size=cfg.generation.batch_size)
+    backend = make_backend(cfg, adapter=str(adapter), kind="transformers")  # in-process, to turn the adapter off
     params = SamplingParams(temperature=rl.temperature, top_p=rl.top_p, max_new_tokens=rl.max_new_tokens,
                             stop=tuple(STOP), seed=cfg.seed)
     prompts = [build_prompt(r) for r in chosen]
-    with policy.disable_adapter():
+    with backend.model.disable_adapter():
         base_texts = [c.text for c in backend.generate(prompts, params, desc="probe (base)")]
     policy_texts = [c.text for c in backend.generate(prompts, params, desc="probe (policy)")]
     base, trained = reward.score_completions(chosen, base_texts), reward.score_completions(chosen, policy_texts)
