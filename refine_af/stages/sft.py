@@ -161,7 +161,7 @@ class StepLog(TrainerCallback):
     checkpoint the Trainer writes (but the last, which the adapter supersedes) copied to the store with the rows."""
 
     def __init__(self, ctx: StageContext):
-        self.ctx, self.name, self.rows, self.start = ctx, ctx.name, [], time.perf_counter()
+        self.ctx, self.rows, self.start = ctx, [], time.perf_counter()
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.start = time.perf_counter()
@@ -176,7 +176,7 @@ class StepLog(TrainerCallback):
         self.rows.append(row)
         every = max(1, state.max_steps // LOG_LINES)
         if state.global_step % every == 0 or state.global_step == state.max_steps:
-            log.info("%s: step %d/%d epoch %.2f loss %.4f lr %.2e", self.name, state.global_step, state.max_steps,
+            log.info("%s: step %d/%d epoch %.2f loss %.4f lr %.2e", self.ctx.name, state.global_step, state.max_steps,
                      row["epoch"], row["loss"], row["learning_rate"] or 0.0)
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
