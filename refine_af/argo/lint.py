@@ -481,7 +481,8 @@ def lint(documents: list[dict]) -> list[str]:
                     continue
                 bspec = base.get("spec") or {}
                 merged = {p.get("name"): p for p in _params((bspec.get("arguments") or {}).get("parameters"))}
-                merged.update({p.get("name"): p for p in _params((spec.get("arguments") or {}).get("parameters"))})
+                for p in _params((spec.get("arguments") or {}).get("parameters")):  # merged field by field
+                    merged[p.get("name")] = {**merged.get(p.get("name"), {}), **p}
                 entry = spec.get("entrypoint") or bspec.get("entrypoint")
                 names = {t.get("name") for t in bspec.get("templates") or [] if isinstance(t, dict)}
                 names |= {t.get("name") for t in spec.get("templates") or [] if isinstance(t, dict)}
