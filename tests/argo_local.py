@@ -24,8 +24,6 @@ WORKFLOW_NAME = "refine-af-test"  # what {{workflow.name}} becomes
 NAMESPACE = "default"
 UID = "00000000-0000-0000-0000-000000000000"
 TAG = re.compile(r"\{\{(.*?)\}\}", re.S)
-# an absolute container path under /tmp: at the start or after a separator, never inside another path or URI
-TMP = re.compile(r"(?<![^\s=:,;'\"])/tmp(?=/|$|[\s'\";,])")
 
 
 class WorkflowError(RuntimeError):
@@ -49,7 +47,7 @@ class TaskRun:
     outputs: dict[str, str] = field(default_factory=dict)
     artifacts: dict[str, Path] = field(default_factory=dict)  # output artifacts: name -> local path
     seconds: float = 0.0
-    pod_dir: Path | None = None  # where the pod's /tmp lives
+    pod_dir: Path | None = None  # the pod's own directory: its /tmp and unshared volume mounts live here
     stdout: str = ""
     stderr: str = ""
     image: str | None = None
@@ -69,8 +67,13 @@ def _substitute(text: str, values: dict[str, str], where: str) -> str:
     return TAG.sub(repl, text)
 
 
-def _map_tmp(text: str, pod_dir: Path) -> str:
-    return TMP.sub(str(pod_dir / "tmp"), text)
+def _path_mapper(roots: dict[str, Path]):
+    """Rewrite absolute container paths under `roots` (container dir -> host dir) in a string: only at its start or
+    after a separator, never inside another path or a URI (s3://bucket/tmp/x stays)."""
+    alternatives = "|".join(re.escape(r.rstrip("/")) for r in sorted(roots, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![^\s=:,;'\"])({alternatives})(?=/|$|[\s'\";,])")
+    hosts = {r.rstrip("/"): str(h) for r, h in roots.items()}
+    return lambda text: pattern.sub(lambda m: hosts[m.group(1)], text)
 
 
 # -- depends -------------------------------------------------------------------------------------------------------
@@ -215,11 +218,15 @@ def _resolve(documents: list[dict]) -> tuple[dict[str, dict], str, dict[str, str
 
 
 def run_workflow(documents: list[dict], *, secrets: dict[tuple[str, str], str], env: dict[str, str], workdir: Path,
-                 path_prefix: str | None = None, timeout: float = 900) -> list[TaskRun]:
+                 path_prefix: str | None = None, mounts: dict[str, Path] | None = None,
+                 timeout: float = 900) -> list[TaskRun]:
     """Run the Workflow's entrypoint DAG task by task; returns every node in the order it was decided.
 
     `env` is the base environment of every pod (give it PATH); `secrets[(secret name, key)]` answers secretKeyRef;
-    `path_prefix` goes in front of PATH (the venv's bin, so `refine-af` is this checkout's). Raises WorkflowError
+    `path_prefix` goes in front of PATH (the venv's bin, so `refine-af` is this checkout's). Container paths under
+    /tmp and under each volumeMount become directories of the pod under `workdir` (in command, args, env values,
+    artifact and output paths), so pods never collide and nothing writes to the host's /cache; `mounts` (container
+    dir -> host dir) shares a mount across pods instead, e.g. {"/cache": tmp_path / "cache"}. Raises WorkflowError
     naming the task when one exits non-zero.
     """
     templates, entry, params = _resolve(documents)
@@ -257,7 +264,8 @@ def run_workflow(documents: list[dict], *, secrets: dict[tuple[str, str], str], 
             else:
                 inputs = _inputs(task, template, scope, runs)
                 run = _run_pod(node, tname, template, inputs, item, globals_, secrets=secrets, env=env,
-                               workdir=workdir, path_prefix=path_prefix, timeout=timeout, runs=runs)
+                               workdir=workdir, path_prefix=path_prefix, timeout=timeout, runs=runs,
+                               mounts={k.rstrip("/"): Path(v) for k, v in (mounts or {}).items()})
                 outputs_per_item.append(run.outputs)
             runs.append(run)
             node_runs.append(run)
@@ -324,19 +332,25 @@ def _safe(name: str) -> str:
 
 def _run_pod(node: str, task: str, template: dict, inputs: dict[str, str], item: str | None,
              globals_: dict[str, str], *, secrets: dict[tuple[str, str], str], env: dict[str, str], workdir: Path,
-             path_prefix: str | None, timeout: float, runs: list[TaskRun]) -> TaskRun:
+             path_prefix: str | None, mounts: dict[str, Path], timeout: float, runs: list[TaskRun]) -> TaskRun:
     tname = template["name"]
     where = f"task {node!r} (template {tname!r})"
     container = template.get("container")
     if not isinstance(container, dict):
         raise WorkflowError(f"{where}: only container templates run here", runs)
     pod_dir = workdir / _safe(node)
-    (pod_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    roots = {"/tmp": pod_dir / "tmp"}
+    for mount in container.get("volumeMounts") or []:  # an unshared mount acts as the pod's own emptyDir
+        path = mount["mountPath"].rstrip("/")
+        roots[path] = mounts.get(path, pod_dir / path.lstrip("/"))
+    for host in roots.values():
+        host.mkdir(parents=True, exist_ok=True)
+    map_paths = _path_mapper(roots)
     values = {**globals_, **{f"inputs.parameters.{k}": v for k, v in inputs.items()}, "retries": "0",
               "pod.name": f"{WORKFLOW_NAME}-{_safe(node)}"}
 
     def sub(text: Any, what: str) -> str:
-        return _substitute(_map_tmp(str(text), pod_dir), values, f"{where} {what}")
+        return _substitute(map_paths(str(text)), values, f"{where} {what}")
 
     argv = [sub(a, "command") for a in container.get("command") or []]
     argv += [sub(a, "args") for a in container.get("args") or []]

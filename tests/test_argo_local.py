@@ -44,6 +44,8 @@ REPORT = """
 import os, sys
 os.makedirs(os.environ["OUT"], exist_ok=True)
 open(os.path.join(os.environ["OUT"], "summary"), "w").write(":".join(sys.argv[1:]))
+os.makedirs(os.environ["CACHE"], exist_ok=True)
+open(os.path.join(os.environ["CACHE"], "seen"), "w").write("yes")
 """
 
 
@@ -98,9 +100,13 @@ def documents() -> list[dict]:
                 {"name": "report", "inputs": {"parameters": [{"name": "total"}, {"name": "greeting"},
                                                              {"name": "who", "default": "{{workflow.name}}"}]},
                  "container": container(REPORT, "{{inputs.parameters.total}}", "{{inputs.parameters.greeting}}",
-                                        "{{workflow.name}}", env=[{"name": "OUT", "value": OUT}]),
+                                        "{{workflow.name}}", env=[{"name": "OUT", "value": OUT},
+                                                                  {"name": "CACHE", "value": "/cache/models"}]),
                  "outputs": {"parameters": [{"name": "summary", "valueFrom": {"path": f"{OUT}/summary"}}]}},
-            ]}}
+            ],
+            "volumes": [{"name": "cache", "emptyDir": {}}]}}
+    report = template["spec"]["templates"][-1]
+    report["container"]["volumeMounts"] = [{"name": "cache", "mountPath": "/cache"}]
     workflow = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": {"generateName": "demo-"},
                 "spec": {"workflowTemplateRef": {"name": "demo"},
                          "arguments": {"parameters": [{"name": "run", "value": "s3://bucket/runs/1"}]}}}
@@ -142,6 +148,16 @@ def test_runs_the_dag(tmp_path):
     assert by_name["report"].outputs["summary"] == f"30:hello:{WORKFLOW_NAME}"
     assert by_name["report"].inputs["who"] == "{{workflow.name}}"  # a default is a literal, as in Argo
     assert all(r.seconds > 0 for r in runs if r.phase == "Succeeded")
+    # a volume mount is the pod's own directory unless shared
+    assert (tmp_path / "report" / "cache" / "models" / "seen").read_text() == "yes"
+
+
+def test_shared_mount(tmp_path):
+    runs = run_workflow(documents(), secrets=SECRETS, env={"PATH": os.environ.get("PATH", "")},
+                        workdir=tmp_path / "pods", path_prefix=str(Path(sys.executable).parent),
+                        mounts={"/cache/": tmp_path / "shared"})
+    assert runs[-1].env["CACHE"] == str(tmp_path / "shared" / "models")
+    assert (tmp_path / "shared" / "models" / "seen").is_file()
 
 
 def test_when_true_runs_the_task_and_its_failure_names_it(tmp_path):
