@@ -139,3 +139,8 @@ def _flat(values: dict, prefix: str = "") -> dict:
 
 def main() -> None:  # pragma: no cover
     app()
+
+
+from refine_af.argo.commands import register as _register_cluster_commands  # noqa: E402
+
+_register_cluster_commands(app)
