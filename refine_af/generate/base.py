@@ -15,7 +15,7 @@ class SamplingParams:
     top_p: float = 1.0
     max_new_tokens: int = 128
     stop: tuple[str, ...] = ()  # generation ends at the first of these; the text is cut before it
-    seed: int | None = None  # same prompts + same seed -> same completions
+    seed: int | None = None  # per-item seeds derive from it and the prompt's position, unless given per item
 
 
 @dataclass
@@ -29,9 +29,23 @@ class Completion:
 class Backend(Protocol):
     tokenizer: Any
 
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams, desc: str | None = None
-                 ) -> list[Completion]:
-        """One completion per prompt, in order; `desc` labels the progress bar."""
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams, desc: str | None = None,
+                 seeds: Sequence[int] | None = None) -> list[Completion]:
+        """One completion per prompt, in order; `desc` labels the progress bar. `seeds` (one per prompt) key each
+        prompt's sampling stream: the same prompt and seed give the same completion in any batch."""
+
+
+def item_seeds(n: int, params: SamplingParams, seeds: Sequence[int] | None) -> list[int] | None:
+    """Each prompt's sampling seed: as given, else derived from `params.seed` and the position; None for greedy."""
+    from refine_af.seeds import derive
+
+    if seeds is not None:
+        if len(seeds) != n:
+            raise ValueError(f"{len(seeds)} seeds for {n} prompts")
+        return list(seeds)
+    if params.temperature <= 0:
+        return None
+    return [derive(params.seed or 0, "item", i) for i in range(n)]
 
 
 def render(tokenizer: Any, prompt: Prompt) -> str:

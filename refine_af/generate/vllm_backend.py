@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from refine_af.generate.base import Completion, Prompt, SamplingParams, render, truncate_at_stop
+from refine_af.generate.base import Completion, Prompt, SamplingParams, item_seeds, render, truncate_at_stop
 
 
 class VLLMBackend:
@@ -21,12 +21,14 @@ class VLLMBackend:
         self.tokenizer = self.llm.get_tokenizer()
         self.lora = LoRARequest("adapter", 1, adapter) if adapter else None
 
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams, desc: str | None = None
-                 ) -> list[Completion]:
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams, desc: str | None = None,
+                 seeds: Sequence[int] | None = None) -> list[Completion]:
         from vllm import SamplingParams as VLLMParams
 
-        sampling = VLLMParams(temperature=params.temperature, top_p=params.top_p, seed=params.seed,
-                              max_tokens=params.max_new_tokens, stop=list(params.stop) or None)
+        # one request per prompt, each with its own seed: outputs do not depend on batch order or size
+        sampling = [VLLMParams(temperature=params.temperature, top_p=params.top_p, seed=seed,
+                               max_tokens=params.max_new_tokens, stop=list(params.stop) or None)
+                    for seed in item_seeds(len(prompts), params, seeds) or [None] * len(prompts)]
         texts = [render(self.tokenizer, p) for p in prompts]
         outputs = self.llm.generate(texts, sampling, lora_request=self.lora, use_tqdm=True)
         completions = []
