@@ -82,6 +82,7 @@ class InstancesConfig(_Section):
     temperature: float = Field(0.7, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
     max_new_tokens: int = Field(64, ge=8)
+    shards: int = Field(1, ge=1)  # pods generating in parallel on the cluster; any count gives the same dataset
 
 
 class LoraSettings(_Section):
@@ -292,6 +293,7 @@ class EvaluateConfig(_Section):
     max_user_oriented: int | None = Field(None, ge=1)
     max_new_tokens: int = Field(48, ge=1)
     include_base: bool = True  # also evaluate the untuned base model as a reference row
+    shards: int = Field(1, ge=1)  # pods answering in parallel on the cluster; any count gives the same predictions
 
 
 class CompareConfig(_Section):
@@ -301,6 +303,48 @@ class CompareConfig(_Section):
     tie_tolerance: float = Field(0.0, ge=0)  # |difference| at or below this is a tie (score points, 0..100)
     n_boot: int = Field(1000, ge=1)
     confidence: float = Field(0.95, gt=0, lt=1)
+
+
+class RolePool(_Section):
+    """Where and how the pods of one role run: its image and its node pool."""
+
+    image: str
+    node_selector: dict[str, str] = {}
+    tolerations: list[dict[str, Any]] = []  # Kubernetes Toleration objects, as in a pod spec
+    gpus: int | None = Field(None, ge=0)  # override the stages' GPU count (tensor parallel needs more)
+    gpu_resource: str = "nvidia.com/gpu"
+
+
+def _default_roles() -> dict[str, RolePool]:
+    from refine_af import __version__
+
+    return {role: RolePool(image=f"refine-af/{role}:{__version__}") for role in ("generate", "train", "cpu")}
+
+
+class ClusterConfig(_Section):
+    """The Argo workflow's cluster side (`refine-af render | submit`); it changes no stage output, so no fingerprint
+    holds it. The Helm chart sets the same keys from its values."""
+
+    bucket: str = "refine-af"  # the S3/MinIO bucket of runs; Argo's artifact repository must point at it too
+    prefix: str = "runs"  # runs go to s3://<bucket>/<prefix>/<run id>, the id being the workflow's name
+    s3_endpoint: str | None = None  # http://minio:9000; None: AWS S3 (or AWS_ENDPOINT_URL of the pods' env)
+    s3_region: str | None = None
+    s3_secret: str = "refine-af-s3"  # a Secret with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
+    service_account: str = "refine-af"
+    template_name: str = "refine-af"
+    roles: dict[Literal["generate", "train", "cpu"], RolePool] = Field(default_factory=_default_roles)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    shm_size: str = "16Gi"  # memory-backed /dev/shm of generation and training pods (vLLM, dataloaders)
+    cache_pvc: str | None = None  # a PersistentVolumeClaim for the model cache shared by pods; None: per-pod
+    ttl_seconds: int = Field(7 * 24 * 3600, ge=0)  # finished workflows are deleted after this
+    retry_limit: int = Field(6, ge=0)  # attempts after the first for resumable stages (preemptions, evictions)
+    backoff: str = "1m"  # first retry delay; doubles up to 30m
+
+    @field_validator("roles")
+    @classmethod
+    def _all_roles(cls, v: dict) -> dict:
+        defaults = _default_roles()
+        return {**defaults, **v}
 
 
 class RunConfig(_Section):
@@ -319,6 +363,7 @@ class RunConfig(_Section):
     sft: SFTConfig = SFTConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     compare: CompareConfig = CompareConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
 
 # -- loading ----------------------------------------------------------------------------------------------------------

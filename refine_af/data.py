@@ -113,3 +113,22 @@ def load_seeds(uri: str, s3: Any = None) -> list[SeedTask]:
     """Seed tasks from `builtin` (the project's own set), a path, or an s3:// URI."""
     source = "builtin seeds" if uri == BUILTIN_SEEDS else uri
     return parse_seeds(seeds_bytes(uri, s3), source)
+
+
+def load_instructions(store: Any, key: str) -> list[dict]:
+    """Generated instructions (the instructions stage's output at `key`), for the stages that build on them:
+    id, instruction, is_classification. A missing, empty or malformed file is an error naming the file and line."""
+    where = f"{store.uri}/{key}"
+    try:
+        data = store.read_bytes(key)
+    except FileNotFoundError:
+        raise RefineError(f"{where} does not exist: run the instructions stage first") from None
+    rows = []
+    for line, row in json_lines(data, where):
+        if not isinstance(row.get("instruction"), str) or not row["instruction"].strip():
+            raise RefineError(f"{line}: field 'instruction' is missing or empty")
+        rows.append({"id": row.get("id", line), "instruction": row["instruction"],
+                     "is_classification": bool(row.get("is_classification"))})
+    if not rows:
+        raise RefineError(f"{where} holds no instructions: nothing to build on")
+    return rows

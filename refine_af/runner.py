@@ -7,6 +7,12 @@ when a manifest with that fingerprint exists. Otherwise the stage code runs; it 
 fingerprint (resume) and clears the prefix otherwise (the config changed, or `--force`). Outputs are written through
 the context, which records their checksums; the manifest goes last.
 
+A sharded stage (`Stage.shards`) hands its per-item work to `ctx.shard_map`: the items are cut into N contiguous
+slices, each slice's results go to `<stage>/shards/i-of-N.jsonl` (with a marker naming the fingerprint, written
+last), and the merge concatenates them in order before the stage writes its outputs. `refine-af stage NAME --shard
+i/N` is one Argo pod's slice, `--merge` the merge task's; locally every missing shard runs in turn and then the merge.
+Because every random draw is keyed by the item (`refine_af.seeds`), any N gives the same bytes.
+
 `refine-af stage NAME --run URI` (what each Argo pod runs) is `run_stage`; `refine-af run` is `run_pipeline`.
 """
 
@@ -17,6 +23,7 @@ import importlib
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,14 +32,19 @@ from typing import Any
 from refine_af import __version__
 from refine_af.config import RunConfig, dump_config, load_config, lookup
 from refine_af.errors import RefineError
-from refine_af.pipeline import OPERATIONAL, Stage, enabled, select, stage
-from refine_af.store import Store, open_store, read_json, write_json
+from refine_af.pipeline import OPERATIONAL, Stage, enabled, input_key, select, stage
+from refine_af.store import Store, jsonl_bytes, open_store, read_json, read_jsonl, write_json
 
 log = logging.getLogger("refine_af")
 
 MANIFEST = "manifest.json"
 STARTED = "started.json"
 CONFIG = "config.yaml"
+SHARDS = "shards"
+
+
+class ShardWritten(Exception):  # noqa: N818 -- control flow, not an error
+    """Raised by `shard_map` in a `--shard i/N` run once the slice is stored: the stage stops there."""
 
 
 def _config_value(config: RunConfig, dotted: str) -> Any:
@@ -88,6 +100,8 @@ class StageContext:
     provenance: dict[str, Any] = field(default_factory=dict)
     files: dict[str, dict] = field(default_factory=dict)
     resumed: bool = False
+    shard: tuple[int, int] | None = None  # (i, N): this process computes slice i of N only
+    merge_only: bool = False  # the merge task: every shard must be done already
     _backend: Any = None
 
     @property
@@ -97,17 +111,73 @@ class StageContext:
     def key(self, rel: str) -> str:
         return f"{self.name}/{rel}"
 
+    def input(self, name: str) -> str | None:
+        """The store key of one of the stage's declared inputs; None when the stage producing it is switched off."""
+        parent = self.stage.inputs[name].split("/", 1)[0]
+        return input_key(self.stage, name) if enabled(stage(parent), self.config) else None
+
+    def shard_map(self, items: Sequence[Any], work: Callable[[list], list[dict]]) -> list[dict]:
+        """`work` applied to `items` in shards: one JSON-able result per item, in item order (see module docstring).
+
+        `work` gets a contiguous slice and must return one row per item of it; it is where models load, so a merge
+        task never loads one."""
+        n = int(lookup(self.config, self.stage.shards)) if self.stage.shards else 1
+        if self.shard is not None and self.shard[1] != n:
+            raise RefineError(f"--shard {self.shard[0]}/{self.shard[1]}: {self.stage.shards} is {n} in this run's "
+                              "config")
+        bounds = [(len(items) * i // n, len(items) * (i + 1) // n) for i in range(n)]
+        wanted = [self.shard[0]] if self.shard is not None else range(n)
+        results: dict[int, list[dict]] = {}
+        for i in wanted:
+            rows = None if self.force else self._stored_shard(i, n)
+            if rows is None:
+                if self.merge_only:
+                    raise RefineError(f"{self.name}: shard {i}/{n} has not finished in {self.store.uri}: run "
+                                      f"`refine-af stage {self.name} --shard {i}/{n}` first")
+                start, end = bounds[i]
+                started = time.time()
+                rows = list(work(list(items[start:end]))) if end > start else []
+                if len(rows) != end - start:
+                    raise RuntimeError(f"{self.name}: shard work returned {len(rows)} rows for {end - start} items")
+                self.store.write_bytes(self._shard_key(i, n, "jsonl"), jsonl_bytes(rows))
+                write_json(self.store, self._shard_key(i, n, "json"), {
+                    "fingerprint": self.fingerprint, "items": end - start, "first_item": start,
+                    "seconds": round(time.time() - started, 2), "finished_at": _now()})
+                log.info("%s: shard %d/%d done (%d items)", self.name, i, n, end - start)
+            results[i] = rows
+        if self.shard is not None:
+            raise ShardWritten()
+        return [row for i in range(n) for row in results[i]]
+
+    def _shard_key(self, i: int, n: int, ext: str) -> str:
+        return self.key(f"{SHARDS}/{i:03d}-of-{n:03d}.{ext}")
+
+    def _stored_shard(self, i: int, n: int) -> list[dict] | None:
+        """A shard's rows when its marker says it was computed under this fingerprint."""
+        try:
+            marker = read_json(self.store, self._shard_key(i, n, "json"))
+        except FileNotFoundError:
+            return None
+        if marker.get("fingerprint") != self.fingerprint:
+            return None
+        return read_jsonl(self.store, self._shard_key(i, n, "jsonl"))
+
     def begin(self) -> bool:
-        """Inputs are valid: claim the stage prefix. Returns True when resuming checkpoints of this fingerprint."""
+        """Inputs are valid: claim the stage prefix. Returns True when resuming checkpoints of this fingerprint.
+
+        Shards are kept either way: their markers say which fingerprint computed them, and a merge that dies after
+        claiming must still find them."""
         started = None
         try:
             started = read_json(self.store, self.key(STARTED))
         except FileNotFoundError:
             pass
         keep = not self.force and started is not None and started.get("fingerprint") == self.fingerprint
-        if not keep and self.store.list(self.name):
-            self.store.delete(self.name)
-        elif keep:
+        if not keep:
+            for key in self.store.list(self.name):
+                if not key.startswith(self.key(f"{SHARDS}/")):
+                    self.store.delete(key)
+        else:
             self.store.delete(self.key(MANIFEST))
         write_json(self.store, self.key(STARTED), {"fingerprint": self.fingerprint, "at": _now()})
         self.resumed = keep
@@ -152,8 +222,10 @@ def _parent_fingerprints(store: Store, s: Stage, config: RunConfig) -> dict[str,
 
 
 def run_stage(config: RunConfig, name: str, store: Store | None = None, force: bool = False,
-              backend: Any = None) -> str:
-    """Run one stage unless its manifest is current. Returns "skipped", "done" or "disabled"."""
+              backend: Any = None, shard: tuple[int, int] | None = None, merge_only: bool = False) -> str:
+    """Run one stage unless its manifest is current. Returns "skipped", "done", "disabled" or "shard done".
+
+    `shard` (i, N) computes one slice of a sharded stage; `merge_only` merges finished shards without computing."""
     s = stage(name)
     if not enabled(s, config):
         log.info("%s: switched off by %s", s.name, s.when)
@@ -165,12 +237,20 @@ def run_stage(config: RunConfig, name: str, store: Store | None = None, force: b
     if manifest and manifest.get("fingerprint") == fp and not force:
         log.info("%s: up to date (fingerprint %s), skipped", s.name, fp[:12])
         return "skipped"
-    ctx = StageContext(stage=s, config=config, store=store, fingerprint=fp, force=force, _backend=backend)
+    if (shard is not None or merge_only) and not s.shards:
+        raise RefineError(f"stage '{s.name}' is not sharded (sharded stages: "
+                          f"{', '.join(x.name for x in select(None) if x.shards)})")
+    ctx = StageContext(stage=s, config=config, store=store, fingerprint=fp, force=force, shard=shard,
+                       merge_only=merge_only, _backend=backend)
     module, _, func = s.fn.partition(":")
     started = time.time()
-    log.info("%s: running (fingerprint %s)", s.name, fp[:12])
-    getattr(importlib.import_module(module), func)(ctx)
+    log.info("%s: running%s (fingerprint %s)", s.name, f" shard {shard[0]}/{shard[1]}" if shard else "", fp[:12])
+    try:
+        getattr(importlib.import_module(module), func)(ctx)
+    except ShardWritten:
+        return "shard done"
     seconds = time.time() - started
+    _check_outputs(s, ctx.files)
     write_json(store, ctx.key(MANIFEST), {
         "stage": s.name,
         "fingerprint": fp,
@@ -188,6 +268,18 @@ def run_stage(config: RunConfig, name: str, store: Store | None = None, force: b
     })
     log.info("%s: done in %.1f s %s", s.name, seconds, json.dumps(ctx.counts))
     return "done"
+
+
+def _check_outputs(s: Stage, files: dict[str, dict]) -> None:
+    """Every written file lies under a declared output, and every required output was written (a code bug if not)."""
+    def under(rel: str, out: Any) -> bool:
+        return rel.startswith(out.path) if out.is_dir else rel == out.path
+
+    stray = [rel for rel in files if not any(under(rel, o) for o in s.outputs.values())]
+    missing = [n for n, o in s.outputs.items() if not o.optional and not any(under(rel, o) for rel in files)]
+    if stray or missing:
+        raise RuntimeError(f"stage '{s.name}' wrote undeclared outputs {stray} or missed declared ones {missing}: "
+                           "update its outputs in refine_af/pipeline.py")
 
 
 def save_run_config(store: Store, config: RunConfig) -> None:

@@ -104,12 +104,12 @@ class EchoBackend:
     def __init__(self, answers):
         self.answers, self.calls, self.tokenizer = answers, [], None
 
-    def generate(self, prompts, params, desc=None):
+    def generate(self, prompts, params, desc=None, seeds=None):
         self.calls.append((list(prompts), params, desc))
         return [Completion(text=f" {self.answers[p]}\n\nInput: more", finish_reason="stop") for p in prompts]
 
 
-def test_greedy_raw_prompts_one_call_per_set(tmp_path, tiny_model_dir):
+def test_greedy_raw_prompts_one_call_per_shard(tmp_path, tiny_model_dir):
     store = _run(tmp_path, arms=())
     tasks = superni.load_tasks(max_tasks=3, max_instances=2)
     users = superni.load_user_oriented(max_items=2)
@@ -118,11 +118,12 @@ def test_greedy_raw_prompts_one_call_per_set(tmp_path, tiny_model_dir):
     backend = EchoBackend(answers)
     assert run_stage(_config(store, tiny_model_dir), "evaluate-base", store, backend=backend) == "done"
 
-    assert len(backend.calls) == 2  # one batched call per set
-    (sn_prompts, params, desc), (user_prompts, _, user_desc) = backend.calls
+    assert len(backend.calls) == 1  # one batched call for both sets (one shard)
+    prompts, params, desc = backend.calls[0]
+    sn_prompts, user_prompts = prompts[:6], prompts[6:]
     assert params.temperature == 0 and params.max_new_tokens == 8
     assert params.stop == superni.GENERATION_STOP and "\n\n" not in params.stop
-    assert "SuperNI" in desc and "user-oriented" in user_desc
+    assert desc == "evaluate base" and user_prompts
     assert all(isinstance(p, str) and p.startswith("Definition: ") and p.endswith("\nOutput:") for p in sn_prompts)
     assert all(p.startswith("Instruction: ") and p.endswith("\n\nOutput:") for p in user_prompts)
 

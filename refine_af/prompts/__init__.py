@@ -10,3 +10,7 @@ from string import Template
 @cache
 def template(name: str) -> Template:
     return Template(resources.files(__name__).joinpath(f"{name}.txt").read_text().rstrip("\n"))
+
+
+def exists(name: str) -> bool:
+    return resources.files(__name__).joinpath(f"{name}.txt").is_file()

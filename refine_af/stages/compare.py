@@ -8,8 +8,8 @@ run's `seed`), a per-category table, and the untuned base model as a reference r
 The user-oriented scores of each arm are added as a secondary section. The arms must have been evaluated with the
 same `evaluate` settings: numbers from different eval sets are not comparable.
 
-Inputs:  <run>/evaluate-refine-af/scores.json, <run>/evaluate-self-instruct/scores.json,
-         <run>/evaluate-base/scores.json (when evaluate.include_base)
+Inputs:  `refine-af`, `self-instruct`, `base` (each arm's evaluate stage's scores.json; base only when
+         evaluate.include_base switches its stage on)
 Outputs: <run>/compare/report.json   `refine_af.compare.compare`'s dict + "user_oriented" {arm: overall or null}
                                      and "sources" {arm: scores.json URI}
          <run>/compare/report.md     the same as Markdown (`refine_af.compare.render_markdown`)
@@ -23,7 +23,6 @@ from typing import Any
 
 from refine_af import compare
 from refine_af.errors import RefineError
-from refine_af.pipeline import enabled, stage
 from refine_af.runner import StageContext
 from refine_af.store import Store
 
@@ -32,10 +31,11 @@ A, B, BASE = "refine-af", "self-instruct", "base"
 
 def run(ctx: StageContext) -> None:
     cfg = ctx.config.compare
-    arms = [A, B] + ([BASE] if enabled(stage("evaluate-base"), ctx.config) else [])
+    keys = {arm: ctx.input(arm) for arm in (A, B, BASE)}  # the inputs are named by arm; base may be switched off
+    arms = [arm for arm, key in keys.items() if key is not None]
 
     # 1. Every arm's scores, checked before the prefix is claimed.
-    scores = {arm: _read_scores(ctx.store, arm) for arm in arms}
+    scores = {arm: _read_scores(ctx.store, keys[arm]) for arm in arms}
     _check_same_settings(scores)
     per_task = {arm: {task: s[cfg.metric] for task, s in sc["superni"]["per_task"].items()}
                 for arm, sc in scores.items()}
@@ -50,7 +50,7 @@ def run(ctx: StageContext) -> None:
     except ValueError as e:
         raise RefineError(f"stage {ctx.name}: {e}") from None
     report["user_oriented"] = {arm: (sc.get("user_oriented") or {}).get("overall") for arm, sc in scores.items()}
-    report["sources"] = {arm: f"{ctx.store.uri}/evaluate-{arm}/scores.json" for arm in arms}
+    report["sources"] = {arm: f"{ctx.store.uri}/{keys[arm]}" for arm in arms}
     ctx.begin()
 
     # 3. Outputs.
@@ -64,13 +64,12 @@ def run(ctx: StageContext) -> None:
     ctx.provenance.update(sources=report["sources"])
 
 
-def _read_scores(store: Store, arm: str) -> dict[str, Any]:
-    key = f"evaluate-{arm}/scores.json"
+def _read_scores(store: Store, key: str) -> dict[str, Any]:
     where = f"{store.uri}/{key}"
     try:
         data = json.loads(store.read_bytes(key))
     except FileNotFoundError:
-        raise RefineError(f"{where} does not exist: run stage evaluate-{arm} first") from None
+        raise RefineError(f"{where} does not exist: run stage {key.split('/')[0]} first") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RefineError(f"{where}: not valid JSON ({e})") from None
     per_task = data.get("superni", {}).get("per_task") if isinstance(data, dict) else None

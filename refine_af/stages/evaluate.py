@@ -13,7 +13,9 @@ Decoding is greedy; a generation is cut where the model starts a new block of th
 The eval sets, the adapter and the model are loaded before the stage claims its prefix, so a bad task file, a split
 naming a missing task or a missing adapter stops the stage with one line and writes nothing.
 
-Inputs:  <run>/sft-<arm>/adapter/                (arms refine-af and self-instruct; peft format)
+Answering is sharded (`evaluate.shards`); decoding is greedy, so any shard count gives the same predictions.
+
+Inputs:  `adapter` (sft-<arm>'s LoRA adapter; arms refine-af and self-instruct)
          evaluate.superni, evaluate.user_oriented  (builtin sets, local paths or s3:// URIs)
 Outputs: <run>/evaluate-<arm>/predictions.jsonl  one row per instance: set (superni | user_oriented), task,
                                                   category, id, prediction, references, rougeL and exact_match
@@ -65,27 +67,28 @@ def run(ctx: StageContext) -> None:
     user_jobs = [Job("user_oriented", u.id, u.motivation_app or superni.UNCATEGORIZED, inst,
                      superni.build_user_prompt(u, inst)) for u in user for inst in u.instances]
 
-    # 2. The model: the base model + the arm's SFT adapter (none for base).
-    adapter_key = None if arm == BASE else f"sft-{arm}/adapter"
-    with tempfile.TemporaryDirectory(prefix="refine-af-adapter-") as adapter:
-        if adapter_key is None:
-            backend = ctx.backend()
-        else:
-            if not ctx.store.exists(f"{adapter_key}/adapter_config.json"):
-                raise RefineError(f"stage {ctx.name} needs the fine-tuned adapter at {ctx.store.uri}/{adapter_key}/: "
-                                  f"run stage sft-{arm} first")
-            ctx.store.download(adapter_key, Path(adapter))
-            backend = make_backend(ctx.config, adapter=adapter)
-        ctx.begin()
+    # 2. Greedy answers from the base model + the arm's SFT adapter (none for base), in shards.
+    adapter_key = ctx.input("adapter") if "adapter" in ctx.stage.inputs else None
+    if adapter_key and not ctx.store.exists(f"{adapter_key}/adapter_config.json"):
+        raise RefineError(f"stage {ctx.name} needs the fine-tuned adapter at {ctx.store.uri}/{adapter_key}/: "
+                          f"run stage {adapter_key.split('/')[0]} first")
+    params = SamplingParams(temperature=0.0, max_new_tokens=cfg.max_new_tokens, stop=superni.GENERATION_STOP)
 
-        # 3. Greedy answers, one batched call per set (the adapter directory must outlive them: vllm loads it lazily).
-        params = SamplingParams(temperature=0.0, max_new_tokens=cfg.max_new_tokens, stop=superni.GENERATION_STOP)
-        generations = {}
-        for name, jobs in (("SuperNI", superni_jobs), ("user-oriented", user_jobs)):
-            if jobs:
-                prompts = [as_user_turn(backend.tokenizer, j.prompt) for j in jobs]
-                outs = backend.generate(prompts, params, desc=f"evaluate {arm}: {name}")
-                generations.update({(j.set, j.instance.id): c.text for j, c in zip(jobs, outs, strict=True)})
+    def answer(part: list[Job]) -> list[dict]:
+        # the adapter directory must outlive the generation: vllm loads it lazily
+        with tempfile.TemporaryDirectory(prefix="refine-af-adapter-") as adapter:
+            if adapter_key:
+                ctx.store.download(adapter_key, Path(adapter))
+                backend = make_backend(ctx.config, adapter=adapter)
+            else:
+                backend = ctx.backend()
+            prompts = [as_user_turn(backend.tokenizer, j.prompt) for j in part]
+            outs = backend.generate(prompts, params, desc=f"evaluate {arm}") if part else []
+        return [{"set": j.set, "id": j.instance.id, "generation": c.text} for j, c in zip(part, outs, strict=True)]
+
+    answers = ctx.shard_map(superni_jobs + user_jobs, answer)
+    generations = {(a["set"], a["id"]): a["generation"] for a in answers}
+    ctx.begin()
 
     # 4. Score: per instance for predictions.jsonl, aggregated (0..100) for scores.json.
     rows = []

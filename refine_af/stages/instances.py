@@ -7,11 +7,16 @@ arm `self-instruct` with the untrained base model: the paper's comparison. Class
 output-first, others input-first (`refine_af.instance_format`). Dropped, with counts by reason: unparseable
 completions, empty outputs, outputs equal to their input, and duplicates of an instance already kept.
 
-Inputs:  <run>/instructions/instructions.jsonl, <run>/rl/adapter/ (arm refine-af)
+Generation is sharded (`instances.shards`): each sample draws from its own seed, derived from the run seed, the
+instruction and the sample's index (the same in both arms, so the arms differ by their policy, not by their draws),
+so any shard count or batch size gives the same dataset. Filtering happens after the merge, over all completions.
+
+Inputs:  `instructions` (the instructions stage's accepted instructions), `adapter` (arm refine-af: the RL policy)
 Outputs: <run>/instances-<arm>/dataset.jsonl      instruction, input, output + provenance, one row per instance
          <run>/instances-<arm>/alpaca.json        the same rows as Alpaca-style JSON (instruction, input, output)
          <run>/instances-<arm>/dataset.parquet    the same rows, loadable with `datasets.load_dataset("parquet", ...)`
          <run>/instances-<arm>/README.md          a dataset card: counts, models, config
+         <run>/instances-<arm>/shards/            every completion as generated, per shard
 """
 
 from __future__ import annotations
@@ -21,39 +26,45 @@ import json
 import tempfile
 
 from refine_af import __version__, instance_format
+from refine_af.data import load_instructions
 from refine_af.errors import RefineError
 from refine_af.generate import SamplingParams, make_backend
 from refine_af.models import describe
 from refine_af.runner import StageContext
-from refine_af.stages.instructions import load_accepted
+from refine_af.seeds import derive
 from refine_af.store import jsonl_bytes
-
-ADAPTER = "rl/adapter"
 
 
 def run(ctx: StageContext) -> None:
     arm, cfg = ctx.stage.params["arm"], ctx.config.instances
-    instructions = load_accepted(ctx.store)
+    instructions = load_instructions(ctx.store, ctx.input("instructions"))
+    adapter_key = ctx.input("adapter") if "adapter" in ctx.stage.inputs else None
+    if adapter_key and not ctx.store.exists(f"{adapter_key}/adapter_config.json"):
+        raise RefineError(f"stage {ctx.name} needs the RL adapter at {ctx.store.uri}/{adapter_key}/: "
+                          "run the rl stage first")
 
-    # 1. The generator: the trained policy for refine-af, the base model for self-instruct.
-    with tempfile.TemporaryDirectory(prefix="refine-af-adapter-") as adapter:
-        if arm == "refine-af":
-            if not ctx.store.exists(f"{ADAPTER}/adapter_config.json"):
-                raise RefineError(f"stage {ctx.name} needs the RL adapter at {ctx.store.uri}/{ADAPTER}/: "
-                                  "run the rl stage first")
-            ctx.store.download(ADAPTER, adapter)
-        backend = make_backend(ctx.config, adapter=adapter if arm == "refine-af" else None)
-        ctx.begin()
+    # 1. per_instruction samples of every instruction, each with a seed of its own.
+    jobs = [(row, k) for row in instructions for k in range(cfg.per_instruction)]
+    params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                            stop=instance_format.STOP)
 
-        # 2. per_instruction samples of every instruction, in one batched call.
-        jobs = [row for row in instructions for _ in range(cfg.per_instruction)]
-        prompts = [instance_format.build(r["instruction"], r["is_classification"]) for r in jobs]
-        params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                                stop=instance_format.STOP, seed=ctx.config.seed)
-        completions = backend.generate(prompts, params, desc=f"instances ({arm})")
+    def generate(part: list) -> list[dict]:
+        # the generator: the trained policy for refine-af, the base model for self-instruct
+        with tempfile.TemporaryDirectory(prefix="refine-af-adapter-") as adapter:
+            if adapter_key:
+                ctx.store.download(adapter_key, adapter)
+            backend = make_backend(ctx.config, adapter=adapter if adapter_key else None)
+            prompts = [instance_format.build(r["instruction"], r["is_classification"]) for r, _ in part]
+            seeds = [derive(ctx.config.seed, "instances", r["instruction"], k) for r, k in part]
+            outs = backend.generate(prompts, params, desc=f"instances ({arm})", seeds=seeds)
+        return [{"instruction_id": r["id"], "sample": k, "text": c.text, "finish_reason": c.finish_reason}
+                for (r, k), c in zip(part, outs, strict=True)]
 
-    # 3. Parse and filter.
-    rows, dropped = select(jobs, [c.text for c in completions], arm)
+    completions = ctx.shard_map(jobs, generate)
+    ctx.begin()
+
+    # 2. Parse and filter.
+    rows, dropped = select([r for r, _ in jobs], [c["text"] for c in completions], arm)
     if not rows:
         ctx.store.delete(ctx.name)  # nothing half-written: the stage did not happen
         raise RefineError(f"{ctx.name}: every instance was dropped ({_reasons(dropped)}) out of {len(jobs)}: "
@@ -68,7 +79,7 @@ def run(ctx: StageContext) -> None:
                       dropped=sum(dropped.values()), dropped_by_reason=dropped,
                       instructions_covered=len({r["instruction_id"] for r in rows}))
     ctx.provenance.update(arm=arm, model=describe(ctx.config.model),
-                          adapter=f"{ctx.store.uri}/{ADAPTER}" if arm == "refine-af" else None,
+                          adapter=f"{ctx.store.uri}/{adapter_key}" if adapter_key else None,
                           prompts=list(ctx.stage.prompts))
     ctx.write_output("README.md", _card(ctx, arm, rows).encode())
 

@@ -27,12 +27,12 @@ from tqdm.auto import tqdm
 
 from refine_af.data import SeedTask, load_seeds
 from refine_af.dedup import NearDuplicateFilter
-from refine_af.errors import RefineError
 from refine_af.generate import SamplingParams
 from refine_af.models import describe
 from refine_af.prompts import template
 from refine_af.runner import StageContext
-from refine_af.store import Store, jsonl_bytes, read_jsonl
+from refine_af.seeds import derive
+from refine_af.store import jsonl_bytes, read_jsonl
 
 MIN_WORDS, MAX_WORDS = 4, 150
 # Self-Instruct's list: tasks a language model cannot carry out in text.
@@ -40,7 +40,6 @@ BLOCKED = ("image", "images", "graph", "graphs", "picture", "pictures", "file", 
            "plot", "go to")
 _BLOCKED_RE = re.compile(r"\b(" + "|".join(re.escape(w) for w in BLOCKED) + r")\b", re.IGNORECASE)
 _ITEM_RE = re.compile(r"\n\s*\d+\s*[.)]\s*")
-OUTPUT = "instructions/instructions.jsonl"  # what the later stages read
 CLASSIFY_SHOTS = 6  # examples of each label in the classification prompt
 
 
@@ -128,7 +127,7 @@ def run(ctx: StageContext) -> None:
         prompts = [build_prompt(rng, seed_texts, texts, cfg.prompt_instructions, cfg.seed_in_prompt)
                    for _ in range(cfg.prompts_per_round)]
         params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                                seed=seed * 1_000_003 + round_no)
+                                seed=derive(seed, "instructions", round_no))
         completions = backend.generate(prompts, params, desc=f"round {round_no}")
         new, dropped = _filter_round(completions, pool, cfg.target - len(accepted), round_no)
         if cfg.classify and new:
@@ -179,22 +178,3 @@ def _filter_round(completions, pool: NearDuplicateFilter, room: int, round_no: i
                 reason = "near_duplicate"
             dropped.append({**row, "status": "rejected", "reason": reason})
     return new, dropped
-
-
-def load_accepted(store: Store) -> list[dict]:
-    """The accepted instructions, for the stages that build on them; a missing, empty or malformed file is an error
-    that names the file and line."""
-    where = f"{store.uri}/{OUTPUT}"
-    try:
-        rows = read_jsonl(store, OUTPUT)
-    except FileNotFoundError:
-        raise RefineError(f"{where} does not exist: run the instructions stage first") from None
-    except ValueError as e:
-        raise RefineError(f"{where}: not valid JSON lines ({e})") from None
-    if not rows:
-        raise RefineError(f"{where} holds no instructions: nothing to build on")
-    for lineno, row in enumerate(rows, 1):
-        if not isinstance(row.get("instruction"), str) or not row["instruction"].strip():
-            raise RefineError(f"{where} line {lineno}: field 'instruction' is missing or empty")
-    return [{"id": r.get("id", f"line_{i}"), "instruction": r["instruction"],
-             "is_classification": bool(r.get("is_classification"))} for i, r in enumerate(rows, 1)]

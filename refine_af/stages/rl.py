@@ -8,7 +8,7 @@ format (`refine_af.instance_format`), the composite reward (`refine_af.rewards`)
 steps the full trainer state goes to the store; a killed run resumes from the last checkpoint and continues exactly
 as the uninterrupted run would (the data order, the sampling seeds and the optimiser state are all in it).
 
-Inputs:  <run>/instructions/instructions.jsonl
+Inputs:  `instructions` (the instructions stage's accepted instructions)
 Outputs: <run>/rl/adapter/                      the trained LoRA adapter (peft, safetensors): the refine-af policy
          <run>/rl/metrics.jsonl                 per step: reward/<term>/{mean,std,weighted}, reward/total, kl,
                                                 kl_coef, policy_loss, value_loss, entropy, response_length, seconds
@@ -35,10 +35,10 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from refine_af import checkpoints
+from refine_af.data import load_instructions
 from refine_af.errors import RefineError
 from refine_af.models import describe, load_causal_lm, pick_device
 from refine_af.runner import StageContext
-from refine_af.stages.instructions import load_accepted
 from refine_af.store import jsonl_bytes
 
 log = logging.getLogger("refine_af")
@@ -48,7 +48,7 @@ STATE = {"ppo": "trainer_state.pt", "grpo": "trainer_state.json"}  # the file a 
 
 def run(ctx: StageContext) -> None:
     cfg, rl = ctx.config, ctx.config.rl
-    records = load_accepted(ctx.store)
+    records = load_instructions(ctx.store, ctx.input("instructions"))
 
     # 1. Everything that can fail on bad input happens before the stage writes: scorers, then the policy's model.
     from refine_af.rewards import CompositeReward

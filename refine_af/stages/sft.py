@@ -12,7 +12,7 @@ checkpointing is on for GPUs only. Every `sft.checkpoint_every` optimiser steps 
 optimiser, scheduler, RNG, data position) goes to the store (`refine_af.checkpoints`); a killed stage resumes from
 the latest checkpoint instead of starting over.
 
-Inputs:  <run>/instances-<arm>/dataset.jsonl  instruction, input, output (+ provenance, ignored)
+Inputs:  `dataset` (instances-<arm>'s dataset.jsonl: instruction, input, output; provenance ignored)
 Outputs: <run>/sft-<arm>/adapter/             the LoRA adapter (peft: adapter_config.json, adapter_model.safetensors)
          <run>/sft-<arm>/metrics.jsonl        one row per optimiser step: step, epoch, loss, learning_rate,
                                               grad_norm, mean_token_accuracy, seconds (since training began)
@@ -109,7 +109,7 @@ def build_trainer(model: Any, tokenizer: Any, rows: list[dict], cfg: Any, *, see
 
 def run(ctx: StageContext) -> None:
     arm, cfg, config = ctx.stage.params["arm"], ctx.config.sft, ctx.config
-    source = f"instances-{arm}/dataset.jsonl"
+    source = ctx.input("dataset")
     rows, sha256 = read_dataset(ctx.store, source)  # validate inputs before touching the store
     device = models.pick_device(config.generation.device)
     model, tokenizer = models.load_causal_lm(config.model, cache_dir=config.cache_dir, s3=config.s3, device=device,
