@@ -352,8 +352,10 @@ def check_status_output(text: str, name: str) -> None:
     lines = text.splitlines()
     assert re.match(rf"workflow {name}\s+Running\s+3/4\s+started 2025-03-01T10:00:00Z", lines[0])
     assert f"run: s3://refine-af/runs/{name}" in lines
-    rows = [line for line in lines if re.match(r"(init|instructions|instances-shard|instances)\s", line)]
-    assert [r.split()[0] for r in rows] == ["init", "instructions", "instances-shard", "instances"]  # DAG order
+    header = next(i for i, line in enumerate(lines) if re.match(r"STAGE\s+PHASE\s+PROGRESS", line))
+    rows = [line for line in lines[header + 1:] if not line.startswith("ui: ")]
+    # one row per task in DAG order: no rows for retry attempts "(0)" or shards "(0:0)"
+    assert [r.split()[0] for r in rows] == ["init", "instructions", "instances-shard", "instances"]
     assert re.match(r"init\s+Succeeded\s+1/1\s+2025-03-01T10:00:00Z\s+9s\s*$", rows[0])  # wiring outputs hidden
     assert re.match(r"instructions\s+Succeeded\s+40/40\s+\S+\s+12m30s\s+retried 1x\s+summary=accepted=40$", rows[1])
     assert re.match(r"instances-shard\s+Running\s+5/8\s+.*shards 1/2 done$", rows[2])
@@ -373,6 +375,53 @@ def test_status_from_argo_server(argo, rendered):
     assert d["stages"][1]["template"] == "instructions"
     one_line_error(invoke("status", "refine-af-nope", "--argo-server", argo.url, "-n", "ml"),
                    "Workflow 'refine-af-nope' not found in namespace 'ml'")
+
+
+def _progressed(wf: dict, template: dict, done: int) -> dict:
+    """A controller status over the rendered DAG: `done` tasks Succeeded, the next one Running, no nodes after;
+    fan-out tasks as a TaskGroup of two shards, each task's declared output parameters set."""
+    name = wf["metadata"]["name"]
+    templates = {t["name"]: t for t in template["spec"]["templates"]}
+    tasks = templates[template["spec"]["entrypoint"]]["dag"]["tasks"]
+    nodes = {name: {"id": name, "name": name, "displayName": name, "type": "DAG", "phase": "Running",
+                    "templateName": template["spec"]["entrypoint"]}}
+    for i, task in enumerate(tasks[: done + 1]):
+        phase = "Succeeded" if i < done else "Running"
+        params = (templates[task["template"]].get("outputs") or {}).get("parameters") or []
+        node = {"id": f"{name}-{i}", "name": f"{name}.{task['name']}", "displayName": task["name"],
+                "type": "TaskGroup" if "withSequence" in task else "Retry", "phase": phase, "boundaryID": name,
+                "templateName": task["template"], "startedAt": f"2025-03-01T10:{i:02d}:00Z", "children": [],
+                "outputs": {"parameters": [{"name": p["name"], "value": str(i)} for p in params]}}
+        if "withSequence" in task:
+            for k in range(2):
+                child = {"id": f"{name}-{i}-{k}", "name": f"{name}.{task['name']}({k}:{k})",
+                         "displayName": f"{task['name']}({k}:{k})", "type": "Retry", "phase": phase,
+                         "boundaryID": name, "templateName": task["template"]}
+                nodes[child["id"]] = child
+                node["children"].append(child["id"])
+        nodes[node["id"]] = node
+    return {"phase": "Running", "nodes": nodes, "storedWorkflowTemplateSpec": template["spec"]}
+
+
+def test_status_of_the_rendered_dag(argo, rendered):
+    template, workflow = rendered
+    tasks = [t for tpl in template["spec"]["templates"] if tpl["name"] == template["spec"]["entrypoint"]
+             for t in tpl["dag"]["tasks"]]
+    fan = next(i for i, t in enumerate(tasks) if "withSequence" in t)  # the first sharded task runs
+    name = client.submit(workflow, via="argo", server=argo.url, namespace="ml")
+    argo.workflows[name]["status"] = _progressed(argo.workflows[name], template, done=fan)
+    d = client.status(name, via="argo", server=argo.url, namespace="ml")
+    assert [s["name"] for s in d["stages"]] == [t["name"] for t in tasks]
+    phases = ["Succeeded"] * fan + ["Running"]
+    assert [s["phase"] for s in d["stages"]] == phases + [None] * (len(tasks) - fan - 1)
+    assert d["stages"][1]["template"] == tasks[1]["template"]
+    assert d["stages"][fan]["shards"] == {"total": 2, "succeeded": 0}
+    lines = client.format_status(d).splitlines()
+    for task, phase in zip(tasks, phases):
+        [row] = [line for line in lines if line.split()[0] == task["name"]]
+        assert re.match(rf"{re.escape(task['name'])}\s+{phase}\s", row), row
+    assert re.search(r"\bshards 0/2 done\b", [line for line in lines if line.startswith(tasks[fan]["name"] + " ")][0])
+    assert any(re.match(rf"{re.escape(tasks[-1]['name'])}(\s+-){{4}}$", line) for line in lines)
 
 
 def test_summarize_without_nodes_lists_the_dag():
@@ -447,6 +496,12 @@ def test_kube_rejects_what_the_crd_does_not_know(kube, rendered):
     bad["spec"]["podGCC"] = {"strategy": "OnPodSuccess"}
     with pytest.raises(RefineError, match=r'refused to create.*unknown field "spec.podGCC"'):
         client.submit(bad, via="kube", namespace=kube.ns, template=template)
+
+
+def test_kube_without_argo_crds(kube, monkeypatch):
+    monkeypatch.setattr(client, "VERSION", "v9")  # a version no CRD serves, as on a cluster without Argo
+    one_line_error(invoke("status", "x", "--via", "kube", "-n", kube.ns), "does not serve argoproj.io/v9 workflows",
+                   "CRDs are not installed")
 
 
 def test_kube_credentials_and_tls(kube, rendered, tmp_path, monkeypatch):

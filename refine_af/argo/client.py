@@ -180,6 +180,7 @@ class _Kube:
     Writes use strict field validation: a field the cluster's CRDs do not know is an error, not silently dropped."""
 
     def __init__(self, server: str | None, namespace: str, token: str | None, insecure: bool):
+        import yaml
         from kubernetes import client, config
 
         cfg = client.Configuration()
@@ -192,8 +193,9 @@ class _Kube:
             else:
                 raise RefineError(f"no kubeconfig ({', '.join(paths)} not found; set KUBECONFIG) and not in a "
                                   "pod: --via kube needs Kubernetes credentials")
-        except config.ConfigException as e:
-            raise RefineError(f"cannot load the kubeconfig {os.pathsep.join(paths)}: {_reason(e)}") from None
+        except (config.ConfigException, yaml.YAMLError, OSError) as e:
+            why = getattr(e, "problem", None) or _reason(e)  # a YAML error's own text spans lines
+            raise RefineError(f"cannot load the kubeconfig {os.pathsep.join(paths)}: {why}") from None
         if insecure:
             cfg.verify_ssl = False
         if token:  # an explicit --token replaces the kubeconfig's credentials
@@ -221,8 +223,11 @@ class _Kube:
                 status = json.loads(e.body or "{}")
             except ValueError:
                 status = {"message": e.body}
-            message = status.get("message") or e.reason or ""
-            if e.status == 404 and action == "create" and status.get("details", {}).get("kind") != "namespaces":
+            if not isinstance(status, dict):
+                status = {"message": str(status)}
+            message = " ".join(str(status.get("message") or e.reason or "").split())
+            # a missing object or namespace names itself in details; a resource type nobody serves does not
+            if e.status == 404 and not (status.get("details") or {}).get("name"):
                 raise RefineError(f"{where} does not serve {GROUP}/{VERSION} {kind} ({message}): Argo Workflows' "
                                   "CRDs are not installed in this cluster") from None
             raise _http_error(e.status, message, where, action, kind, name, self.namespace) from None
@@ -334,8 +339,8 @@ def submit(workflow: dict, *, via: Via = "argo", server: str | None = None, name
             try:
                 t.get("workflowtemplates", ref)
             except NotFound:
-                raise RefineError(f"no WorkflowTemplate '{ref}' in namespace '{namespace}': install the Helm chart "
-                                  "there, or pass --with-template") from None
+                raise RefineError(f"no WorkflowTemplate '{ref}' in namespace '{namespace}' (is that the namespace?): "
+                                  "install the Helm chart there, or pass --with-template") from None
     body = {**workflow, "metadata": {**workflow.get("metadata", {}), "namespace": namespace}}
     created = t.create("workflows", body)
     return created["metadata"]["name"]
@@ -358,9 +363,11 @@ def summarize(wf: dict) -> dict:
     tasks: dict[str, dict] = {}
     if root:
         for node in nodes.values():
-            # a task's own node is "<root>.<task>"; its shards "(0:1)" and retry attempts "(2)" are children of it
-            if node.get("boundaryID") == root["id"] and node.get("name") == f"{root['name']}.{node.get('displayName')}":
-                tasks[node["displayName"]] = node
+            # a task's own node is "<root>.<task>"; its shards "<task>(0:1)" and attempts "<task>(2)" are its children
+            display = node.get("displayName") or ""
+            own = "(" not in display and node.get("name") == f"{root['name']}.{display}"
+            if own and node.get("boundaryID") == root["id"]:
+                tasks[display] = node
     order = _task_order(wf)
     names = [t for t in order if t in tasks] + sorted(
         (t for t in tasks if t not in order), key=lambda t: (tasks[t].get("startedAt") or "~", t))
