@@ -136,6 +136,7 @@ class FakeArgo:
     def __init__(self, tls: tuple[Path, Path] | None = None):
         self.requests: list[dict] = []
         self.force_status: int | None = None  # answer every request with this status
+        self.finish_as: str | None = None  # the phase a created workflow has when first read
         self.workflows: dict[str, dict] = {}
         self.templates: dict[str, dict] = {}
         fake = self
@@ -182,6 +183,11 @@ class FakeArgo:
             meta = obj["metadata"]
             meta.setdefault("name", meta.get("generateName", "x-") + uuid.uuid4().hex[:5])
             meta.update(namespace=ns, resourceVersion="1")
+            if kind == "workflows" and self.finish_as:  # as if the controller had run it already
+                obj["status"] = {"phase": self.finish_as, "startedAt": "2025-03-01T10:00:00Z",
+                                 "finishedAt": "2025-03-01T10:30:00Z"}
+                if self.finish_as != "Succeeded":
+                    obj["status"]["message"] = "child failed"
             store[meta["name"]] = obj
             return 200, obj
         if name not in store:
@@ -422,6 +428,16 @@ def test_status_of_the_rendered_dag(argo, rendered):
         assert re.match(rf"{re.escape(task['name'])}\s+{phase}\s", row), row
     assert re.search(r"\bshards 0/2 done\b", [line for line in lines if line.startswith(tasks[fan]["name"] + " ")][0])
     assert any(re.match(rf"{re.escape(tasks[-1]['name'])}(\s+-){{4}}$", line) for line in lines)
+
+
+@pytest.mark.parametrize("phase, code", [("Succeeded", 0), ("Failed", 1)])
+def test_submit_wait_exits_with_the_outcome(argo, rendered, phase, code):
+    argo.finish_as = phase
+    r = invoke("submit", "--argo-server", argo.url, "-n", "ml", "--wait", "--timeout", "30")
+    assert r.exit_code == code, (r.output, r.exception)
+    name = re.search(r"^submitted (\S+)$", r.stdout, re.M).group(1)
+    assert re.search(rf"^workflow {name}\s+{phase}\s+started 2025-03-01T10:00:00Z\s+\(30m00s\)$", r.stdout, re.M)
+    assert ("message: child failed" in r.stdout) == (phase == "Failed")
 
 
 def test_summarize_without_nodes_lists_the_dag():
