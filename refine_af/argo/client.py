@@ -278,8 +278,9 @@ def _http_error(status: int, message: str, where: str, action: str, kind: str, n
     """One line for an HTTP error answer; 404 means the namespace on create and the object otherwise."""
     what = _what(kind, name)
     if status == 401:
-        return RefineError(f"{where} refused the token (401 Unauthorized): pass --token or set ARGO_TOKEN "
-                           "(`argo auth token` prints one)")
+        hint = ("check the kubeconfig's credentials, or pass --token" if "Kubernetes" in where else
+                "pass --token or set ARGO_TOKEN (`argo auth token` prints one)")
+        return RefineError(f"{where} refused the token (401 Unauthorized): {hint}")
     if status == 403:
         return RefineError(f"{where} refused the token (403 Forbidden) to {action} {_KINDS[kind]}s in namespace "
                            f"'{namespace}'" + (f": {message}" if message else ""))
