@@ -4,7 +4,9 @@
     refine-af run --stages instructions --set instructions.target=40
     refine-af run --config configs/cluster.yaml --run s3://bucket/runs/exp1
     refine-af stage instructions --run s3://bucket/runs/exp1   # one stage, exactly as an Argo pod runs it
+    refine-af stage instances-refine-af --run URI --shard 0/4  # one shard of a sharded stage; --merge merges them
     refine-af show --run runs/default                          # each stage's state, counts and metrics
+    refine-af render --set instances.shards=8                  # the Argo WorkflowTemplate + a Workflow running it
 
 Errors in the user's input or environment print one line and exit with status 2.
 """
@@ -87,15 +89,32 @@ def _headline(cfg: RunConfig) -> None:
     typer.echo(f"report: {cfg.run.rstrip('/')}/compare/report.md")
 
 
+def _shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    i, sep, n = value.partition("/")
+    if not (sep and i.isdigit() and n.isdigit() and 0 <= int(i) < int(n)):
+        raise RefineError(f"--shard {value!r}: expected i/N with 0 <= i < N, for example --shard 0/4")
+    return int(i), int(n)
+
+
 @app.command()
 @_user_errors
 def stage(name: Annotated[str, typer.Argument(help="Stage name, as in `refine-af show`.")],
           run: Annotated[str, typer.Option("--run", help="Run location.")],
-          config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
+          config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False,
+          shard: Annotated[str | None, typer.Option(help="Compute shard i/N of a sharded stage only.")] = None,
+          merge: Annotated[bool, typer.Option("--merge", help="Merge the finished shards of a sharded stage.")]
+          = False) -> None:
     """Run one stage against a run location, exactly as its Argo pod does."""
+    from refine_af.argo import outputs
+    from refine_af.pipeline import stage as find_stage
     from refine_af.runner import load_run_config, run_stage, save_run_config
     from refine_af.store import open_store
 
+    s, part = find_stage(name), _shard(shard)  # bad names and shards fail before the store is touched
+    if part and merge:
+        raise RefineError("--shard and --merge exclude each other: a shard computes, the merge combines")
     if config:
         cfg = _config(config, run, set_)
         store = open_store(cfg.run, cfg.s3)
@@ -103,7 +122,48 @@ def stage(name: Annotated[str, typer.Argument(help="Stage name, as in `refine-af
     else:  # a pod: the config saved at the run root, with the S3 settings from the environment
         store = open_store(run, load_config(None, [i for i in (set_ or []) if i.startswith("s3.")]).s3)
         cfg = load_run_config(store, [*(set_ or []), f"run={run}"])
-    typer.echo(f"{name}: {run_stage(cfg, name, store, force=force)}")
+    outcome = run_stage(cfg, name, store, force=force, shard=part, merge_only=merge)
+    if (out := outputs.directory()) and outcome in ("done", "skipped"):
+        outputs.write_stage_outputs(s, store, out)
+    typer.echo(f"{name}: {outcome}")
+
+
+@app.command()
+@_user_errors
+def init(config: ConfigOpt = None, set_: SetOpt = None,
+         run: Annotated[str, typer.Option("--run", help="Run location; empty: <run-root>/<name>.")] = "",
+         run_root: Annotated[str | None, typer.Option(help="Where runs live, e.g. s3://bucket/runs.")] = None,
+         name: Annotated[str | None, typer.Option(help="The run's id under --run-root (the workflow's name).")]
+         = None) -> None:
+    """Validate a run config and save it at the run location: the first task of the Argo workflow."""
+    from refine_af.argo import outputs
+    from refine_af.runner import save_run_config
+    from refine_af.store import open_store
+
+    if not run:
+        if not (run_root and name):
+            raise RefineError("init: give --run, or --run-root and --name")
+        run = f"{run_root.rstrip('/')}/{name}"
+    cfg = _config(config, run, set_)
+    store = open_store(cfg.run, cfg.s3)
+    save_run_config(store, cfg)
+    if out := outputs.directory():
+        key = cfg.run.removeprefix("s3://").partition("/")[2] if cfg.run.startswith("s3://") else cfg.run
+        outputs.write_values(outputs.init_values(cfg, cfg.run, key), out)
+    typer.echo(f"run {cfg.run}: config saved")
+
+
+@app.command()
+@_user_errors
+def render(config: ConfigOpt = None, set_: SetOpt = None,
+           template_only: Annotated[bool, typer.Option("--template-only", help="Only the WorkflowTemplate.")]
+           = False) -> None:
+    """Print the Argo WorkflowTemplate and a Workflow that runs it with this config (YAML, two documents)."""
+    from refine_af.argo.compile import render as compile_workflow
+    from refine_af.argo.compile import to_yaml
+
+    template, workflow = compile_workflow(load_config(config, set_ or []))
+    typer.echo(to_yaml([template] if template_only else [template, workflow]), nl=False)
 
 
 @app.command()

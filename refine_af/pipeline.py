@@ -217,9 +217,9 @@ def validate(stages: tuple[Stage, ...] = STAGES) -> None:
                 raise RefineError(f"{where}: input '{local}': stage '{parent}' has no output '{output}'")
         for key in s.config:
             _field(key)
-        for key in (s.when, s.shards):
-            if key is not None and _field(key).annotation not in (bool, int):  # type: ignore[attr-defined]
-                raise RefineError(f"{where}: '{key}' must be a bool (when) or an int (shards)")
+        for key, kind in ((s.when, bool), (s.shards, int)):
+            if key is not None and _field(key).annotation is not kind:  # type: ignore[attr-defined]
+                raise RefineError(f"{where}: '{key}' must be a {kind.__name__} (when: bool, shards: int)")
         if s.shards and s.shards not in OPERATIONAL:
             raise RefineError(f"{where}: shard count '{s.shards}' must be operational (pipeline.OPERATIONAL)")
         for p in s.prompts:

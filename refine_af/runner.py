@@ -47,7 +47,7 @@ class ShardWritten(Exception):  # noqa: N818 -- control flow, not an error
     """Raised by `shard_map` in a `--shard i/N` run once the slice is stored: the stage stops there."""
 
 
-def _config_value(config: RunConfig, dotted: str) -> Any:
+def config_slice(config: RunConfig, dotted: str) -> Any:
     """A config slice as JSON, without the operational fields of a section (pipeline.OPERATIONAL)."""
     value = lookup(config, dotted)
     if not hasattr(value, "model_dump"):
@@ -69,7 +69,7 @@ def fingerprint(s: Stage, config: RunConfig, parents: dict[str, str]) -> str:
     key: dict[str, Any] = {
         "stage": s.name,
         "params": s.params,
-        "config": {k: _config_value(config, k) for k in s.config},
+        "config": {k: config_slice(config, k) for k in s.config},
         "parents": parents,
         "version": __version__,
         "prompts": _prompts_digest(s.prompts),
@@ -227,6 +227,9 @@ def run_stage(config: RunConfig, name: str, store: Store | None = None, force: b
 
     `shard` (i, N) computes one slice of a sharded stage; `merge_only` merges finished shards without computing."""
     s = stage(name)
+    if (shard is not None or merge_only) and not s.shards:
+        raise RefineError(f"stage '{s.name}' is not sharded (sharded stages: "
+                          f"{', '.join(x.name for x in select(None) if x.shards)})")
     if not enabled(s, config):
         log.info("%s: switched off by %s", s.name, s.when)
         return "disabled"
@@ -237,9 +240,6 @@ def run_stage(config: RunConfig, name: str, store: Store | None = None, force: b
     if manifest and manifest.get("fingerprint") == fp and not force:
         log.info("%s: up to date (fingerprint %s), skipped", s.name, fp[:12])
         return "skipped"
-    if (shard is not None or merge_only) and not s.shards:
-        raise RefineError(f"stage '{s.name}' is not sharded (sharded stages: "
-                          f"{', '.join(x.name for x in select(None) if x.shards)})")
     ctx = StageContext(stage=s, config=config, store=store, fingerprint=fp, force=force, shard=shard,
                        merge_only=merge_only, _backend=backend)
     module, _, func = s.fn.partition(":")
@@ -255,7 +255,7 @@ def run_stage(config: RunConfig, name: str, store: Store | None = None, force: b
         "stage": s.name,
         "fingerprint": fp,
         "version": __version__,
-        "config": {k: _config_value(config, k) for k in s.config},
+        "config": {k: config_slice(config, k) for k in s.config},
         "params": s.params,
         "parents": parents,
         "counts": ctx.counts,

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from k8s_fixtures import k8s_api  # noqa: F401  (a session fixture: the real API server, started once)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

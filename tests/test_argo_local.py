@@ -12,11 +12,7 @@ import pytest
 from argo_local import WORKFLOW_NAME, WorkflowError, run_workflow
 from k8s_fixtures import server_dry_run
 
-import conftest
 from refine_af.argo.lint import lint
-
-if not hasattr(conftest, "k8s_api"):  # until conftest shares the session fixture, bring it in here
-    from k8s_fixtures import k8s_api  # noqa: F401
 
 OUT = "/tmp/demo/out"
 INIT = """

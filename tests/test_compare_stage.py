@@ -106,7 +106,7 @@ def test_without_base(tmp_path):
 
 def test_arms_scored_differently_are_refused(tmp_path):
     store = _run(tmp_path, self_instruct=_scores(B, max_tasks=3))
-    with pytest.raises(RefineError, match="evaluate-refine-af and evaluate-self-instruct .*evaluate.max_tasks"):
+    with pytest.raises(RefineError, match="the refine-af and self-instruct arms .*evaluate.max_tasks"):
         run_stage(_config(store), "compare", store)
     assert store.list("compare") == []
     # include_base has no bearing on the scores: no refusal for it

@@ -95,5 +95,5 @@ def _check_same_settings(scores: dict[str, dict]) -> None:
         keys = sorted(k for k in recorded[first].keys() | recorded[arm].keys()
                       if recorded[first].get(k) != recorded[arm].get(k))
         if keys:
-            raise RefineError(f"evaluate-{first} and evaluate-{arm} were scored with different settings "
+            raise RefineError(f"the {first} and {arm} arms were evaluated with different settings "
                               f"({', '.join(f'evaluate.{k}' for k in keys)}): rerun them with one config")

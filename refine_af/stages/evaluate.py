@@ -37,7 +37,7 @@ from refine_af import superni
 from refine_af.errors import RefineError
 from refine_af.generate import SamplingParams, as_user_turn, make_backend
 from refine_af.models import describe
-from refine_af.runner import StageContext
+from refine_af.runner import StageContext, config_slice
 from refine_af.store import Store, jsonl_bytes, open_store, split_uri
 
 BASE = "base"
@@ -103,7 +103,7 @@ def run(ctx: StageContext) -> None:
         "arm": arm,
         "model": describe(ctx.config.model),
         "adapter": None if adapter_key is None else f"{ctx.store.uri}/{adapter_key}",
-        "evaluate": cfg.model_dump(mode="json"),
+        "evaluate": config_slice(ctx.config, "evaluate"),  # no operational keys: shards change nothing
         "superni": superni.score_tasks(tasks, preds["superni"]),
         "user_oriented": superni.score_user_oriented(user, preds["user_oriented"]) if user else None,
     }
