@@ -95,6 +95,7 @@ def cpu_image():
         pytest.skip(why)
     if _sh("docker", "image", "inspect", BASE, timeout=60).returncode != 0 and shutil.which("mmdebstrap") is None:
         pytest.skip("mmdebstrap is missing for the local base image (scripts/tools.sh installs it)")
+    REPORT.unlink(missing_ok=True)
     started = time.time()
     res = _sh(str(REPO / "scripts" / "make-base-image.sh"), BASE, timeout=900)
     assert res.returncode == 0, res.stdout + res.stderr
