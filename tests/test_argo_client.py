@@ -11,7 +11,6 @@ import json
 import re
 import socket
 import ssl
-import sys
 import threading
 import types
 import uuid
@@ -22,7 +21,6 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import conftest
 from refine_af.argo import client
 from refine_af.cli import app
 from refine_af.errors import RefineError
@@ -30,80 +28,21 @@ from refine_af.errors import RefineError
 # the test API server's kubeconfig skips TLS verification; that is its point, not a finding
 pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 
-if not hasattr(conftest, "k8s_api"):  # one API server per session, wherever the fixture is imported
-    from k8s_fixtures import k8s_api  # noqa: F401
-
 # -- the rendered pair ------------------------------------------------------------------------------------------------
 
 
-def _hand_written() -> tuple[dict, dict]:
-    """The shape /tmp/spec/argo.md describes, small: init, a stage, a sharded stage and its merge."""
-
-    def stage(name: str, *cmd: str, shard: bool = False) -> dict:
-        params = [{"name": "run"}, {"name": "key"}] + ([{"name": "shard"}, {"name": "shards"}] if shard else [])
-        return {
-            "name": name,
-            "inputs": {"parameters": params},
-            "container": {"image": "ghcr.io/refine-af/cpu:0.1.0",
-                          "command": ["refine-af", "stage", name.removesuffix("-shard"), "--run",
-                                      "{{inputs.parameters.run}}", *cmd],
-                          "env": [{"name": "REFINE_AF_OUTPUTS", "value": "/tmp/refine-af/outputs"}]},
-            "retryStrategy": {"limit": 6, "retryPolicy": "Always", "expression": "lastRetry.exitCode != '2'"},
-            "outputs": {"parameters": [{"name": "summary", "default": "",
-                                        "valueFrom": {"path": "/tmp/refine-af/outputs/summary"}}]},
-        }
-
-    args = {"parameters": [{"name": "run", "value": "{{tasks.init.outputs.parameters.run}}"},
-                           {"name": "key", "value": "{{tasks.init.outputs.parameters.key}}"}]}
-    template = {
-        "apiVersion": "argoproj.io/v1alpha1", "kind": "WorkflowTemplate", "metadata": {"name": "refine-af"},
-        "spec": {
-            "entrypoint": "pipeline",
-            "arguments": {"parameters": [{"name": "config", "value": ""}, {"name": "run", "value": ""}]},
-            "templates": [
-                {"name": "pipeline", "dag": {"tasks": [
-                    {"name": "init", "template": "init"},
-                    {"name": "instructions", "template": "instructions", "depends": "init", "arguments": args},
-                    {"name": "instances-shard", "template": "instances-shard", "depends": "instructions",
-                     "withSequence": {"count": "{{tasks.init.outputs.parameters.shards-instances}}"},
-                     "arguments": {"parameters": [*args["parameters"], {"name": "shard", "value": "{{item}}"},
-                                                  {"name": "shards", "value": "2"}]}},
-                    {"name": "instances", "template": "instances", "depends": "instances-shard", "arguments": args},
-                ]}},
-                {"name": "init",
-                 "container": {"image": "ghcr.io/refine-af/cpu:0.1.0",
-                               "command": ["refine-af", "init", "--run", "{{workflow.parameters.run}}"]},
-                 "outputs": {"parameters": [{"name": n, "valueFrom": {"path": f"/tmp/refine-af/outputs/{n}"}}
-                                            for n in ("run", "key", "shards-instances")]}},
-                stage("instructions"),
-                stage("instances-shard", "--shard", "{{inputs.parameters.shard}}/{{inputs.parameters.shards}}",
-                      shard=True),
-                stage("instances", "--merge"),
-            ],
-        },
-    }
-    workflow = {
-        "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
-        "metadata": {"generateName": "refine-af-"},
-        "spec": {"workflowTemplateRef": {"name": "refine-af"},
-                 "arguments": {"parameters": [{"name": "config", "value": "seed: 1\n"}, {"name": "run", "value": ""}]}},
-    }
-    return template, workflow
-
-
-@pytest.fixture
-def rendered(monkeypatch) -> tuple[dict, dict]:
-    """render(config) of the default config; a hand-written pair of the same shape while compile.py is missing."""
-    try:
-        from refine_af.argo.compile import render
-    except ImportError:
-        stub = types.ModuleType("refine_af.argo.compile")
-        stub.render = lambda config: _hand_written()  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "refine_af.argo.compile", stub)
-        return _hand_written()
+@pytest.fixture(scope="module")
+def rendered() -> tuple[dict, dict]:
+    """The WorkflowTemplate and Workflow of the default config, as `refine-af submit` renders them."""
+    from refine_af.argo.compile import render
     from refine_af.config import load_config
 
     return render(load_config(None, []))
+
+
+def dag_tasks(template: dict) -> list[dict]:
+    [dag] = [t["dag"] for t in template["spec"]["templates"] if t["name"] == template["spec"]["entrypoint"]]
+    return dag["tasks"]
 
 
 @pytest.fixture(autouse=True)
@@ -316,118 +255,78 @@ def test_unreachable_server(rendered):
 
 
 def _controller_status(wf: dict, template: dict, phase: str = "Running") -> dict:
-    """What Argo's controller keeps in status: nodes keyed by id (a DAG root, Retry task nodes with Pod children,
-    a TaskGroup for the fan-out), progress, outputs, the stored template spec."""
+    """What Argo's controller keeps in status, over the rendered DAG: nodes keyed by id (a DAG root, a Retry node
+    per task with its Pod attempts, a TaskGroup for the first fan-out, whose shards are still running), progress,
+    output parameters, the stored template spec. Tasks after the fan-out have no node yet."""
     name = wf["metadata"]["name"]
+    tasks = dag_tasks(template)
+    fan = next(i for i, t in enumerate(tasks) if "withSequence" in t)
+    first_output = _outputs(template, tasks[1]["template"])[0]
 
-    def node(id_: str, display: str, type_: str, phase: str, **kw) -> dict:
-        return {"id": id_, "name": f"{name}.{display}" if id_ != name else name, "displayName": display,
-                "type": type_, "phase": phase, "boundaryID": name, "templateScope": f"namespaced/{name}", **kw}
+    def node(id_: str, display: str, type_: str, phase: str, template: str, **kw) -> dict:
+        return {"id": id_, "name": f"{name}.{display}", "displayName": display, "type": type_, "phase": phase,
+                "boundaryID": name, "templateName": template, **kw}
 
-    init_out = {"parameters": [{"name": "run", "value": f"s3://refine-af/runs/{name}"},
-                               {"name": "key", "value": f"runs/{name}"}, {"name": "shards-instances", "value": "2"}]}
-    nodes = {
-        name: {"id": name, "name": name, "displayName": name, "type": "DAG", "phase": phase,
-               "templateName": "pipeline", "startedAt": "2025-03-01T10:00:00Z", "progress": "3/4",
-               "children": [f"{name}-1"]},
-        f"{name}-1": node(f"{name}-1", "init", "Retry", "Succeeded", templateName="init", progress="1/1",
-                          startedAt="2025-03-01T10:00:00Z", finishedAt="2025-03-01T10:00:09Z", outputs=init_out,
-                          children=[f"{name}-11"]),
-        f"{name}-11": node(f"{name}-11", "init(0)", "Pod", "Succeeded", templateName="init", progress="1/1",
-                           outputs=init_out),
-        f"{name}-2": node(f"{name}-2", "instructions", "Retry", "Succeeded", templateName="instructions",
-                          progress="40/40", startedAt="2025-03-01T10:00:10Z", finishedAt="2025-03-01T10:12:40Z",
-                          message="", children=[f"{name}-21", f"{name}-22"],
-                          outputs={"parameters": [{"name": "summary", "value": "accepted=40"}]}),
-        f"{name}-21": node(f"{name}-21", "instructions(0)", "Pod", "Failed", templateName="instructions",
-                           message="pod deleted"),
-        f"{name}-22": node(f"{name}-22", "instructions(1)", "Pod", "Succeeded", templateName="instructions"),
-        f"{name}-3": node(f"{name}-3", "instances-shard", "TaskGroup", phase, templateName="instances-shard",
-                          progress="5/8", startedAt="2025-03-01T10:12:41Z", children=[f"{name}-31", f"{name}-32"]),
-        f"{name}-31": node(f"{name}-31", "instances-shard(0:0)", "Retry", "Succeeded",
-                           templateName="instances-shard", progress="4/4"),
-        f"{name}-32": node(f"{name}-32", "instances-shard(1:1)", "Retry", phase, templateName="instances-shard",
-                           progress="1/4", message="ContainerCreating" if phase == "Running" else None),
-    }
+    nodes = {name: {"id": name, "name": name, "displayName": name, "type": "DAG", "phase": phase,
+                    "templateName": template["spec"]["entrypoint"], "startedAt": "2025-03-01T10:00:00Z"}}
+    for i, task in enumerate(tasks[:fan]):
+        nodes[f"n{i}"] = node(f"n{i}", task["name"], "Retry", "Succeeded", task["template"], progress="1/1",
+                              startedAt=f"2025-03-01T10:{i:02d}:00Z", finishedAt=f"2025-03-01T10:{i:02d}:09Z",
+                              children=[f"n{i}-0"])
+        nodes[f"n{i}-0"] = node(f"n{i}-0", f"{task['name']}(0)", "Pod", "Succeeded", task["template"])
+    nodes["n0"]["outputs"] = {"parameters": [{"name": "run", "value": f"s3://refine-af/runs/{name}"},
+                                             {"name": "key", "value": f"runs/{name}"},
+                                             {"name": "shards-instances", "value": "2"}]}
+    nodes["n1"].update(progress="40/40", finishedAt="2025-03-01T10:13:30Z", children=["n1-0", "n1-1"],
+                       outputs={"parameters": [{"name": first_output, "value": "40"}]})
+    nodes["n1-0"].update(phase="Failed", message="pod deleted")
+    nodes["n1-1"] = node("n1-1", f"{tasks[1]['name']}(1)", "Pod", "Succeeded", tasks[1]["template"])
+    shard = tasks[fan]
+    nodes["fan"] = node("fan", shard["name"], "TaskGroup", phase, shard["template"], progress="5/8",
+                        startedAt="2025-03-01T10:20:00Z", children=["fan-0", "fan-1"])
+    nodes["fan-0"] = node("fan-0", f"{shard['name']}(0:0)", "Retry", "Succeeded", shard["template"], progress="4/4")
+    nodes["fan-1"] = node("fan-1", f"{shard['name']}(1:1)", "Retry", phase, shard["template"], progress="1/4")
     return {"phase": phase, "startedAt": "2025-03-01T10:00:00Z", "progress": "3/4", "nodes": nodes,
             "storedWorkflowTemplateSpec": template["spec"],
             **({"finishedAt": "2025-03-01T11:00:00Z"} if phase in client.FINAL_PHASES else {})}
 
 
-def check_status_output(text: str, name: str) -> None:
+def _outputs(template: dict, name: str) -> list[str]:
+    [tpl] = [t for t in template["spec"]["templates"] if t["name"] == name]
+    return [p["name"] for p in (tpl.get("outputs") or {}).get("parameters") or []]
+
+
+def check_status_output(text: str, name: str, template: dict) -> None:
+    tasks = [t["name"] for t in dag_tasks(template)]
+    fan = next(i for i, t in enumerate(dag_tasks(template)) if "withSequence" in t)
     lines = text.splitlines()
     assert re.match(rf"workflow {name}\s+Running\s+3/4\s+started 2025-03-01T10:00:00Z", lines[0])
     assert f"run: s3://refine-af/runs/{name}" in lines
     header = next(i for i, line in enumerate(lines) if re.match(r"STAGE\s+PHASE\s+PROGRESS", line))
     rows = [line for line in lines[header + 1:] if not line.startswith("ui: ")]
     # one row per task in DAG order: no rows for retry attempts "(0)" or shards "(0:0)"
-    assert [r.split()[0] for r in rows] == ["init", "instructions", "instances-shard", "instances"]
+    assert [r.split()[0] for r in rows] == tasks
     assert re.match(r"init\s+Succeeded\s+1/1\s+2025-03-01T10:00:00Z\s+9s\s*$", rows[0])  # wiring outputs hidden
-    assert re.match(r"instructions\s+Succeeded\s+40/40\s+\S+\s+12m30s\s+retried 1x\s+summary=accepted=40$", rows[1])
-    assert re.match(r"instances-shard\s+Running\s+5/8\s+.*shards 1/2 done$", rows[2])
-    assert re.match(r"instances\s+-\s+-\s+-\s+-$", rows[3])  # not reached yet
+    first_output = _outputs(template, dag_tasks(template)[1]["template"])[0]
+    assert re.match(rf"{tasks[1]}\s+Succeeded\s+40/40\s+\S+\s+12m30s\s+retried 1x\s+{first_output}=40$", rows[1])
+    assert re.match(rf"{tasks[fan]}\s+Running\s+5/8\s+.*shards 1/2 done$", rows[fan])
+    assert all(re.match(rf"{t}(\s+-){{4}}$", row) for t, row in zip(tasks[fan + 1:], rows[fan + 1:]))  # not reached
 
 
 def test_status_from_argo_server(argo, rendered):
     template, workflow = rendered
     name = client.submit(workflow, via="argo", server=argo.url, namespace="ml")
-    argo.workflows[name]["status"] = _controller_status(argo.workflows[name], _hand_written()[0])
+    argo.workflows[name]["status"] = _controller_status(argo.workflows[name], template)
     r = invoke("status", name, "--argo-server", argo.url, "-n", "ml")
     assert r.exit_code == 0, r.output
-    check_status_output(r.stdout, name)
+    check_status_output(r.stdout, name, template)
     assert r.stdout.splitlines()[-1] == f"ui: {argo.url}/workflows/ml/{name}"
     d = client.status(name, via="argo", server=argo.url, namespace="ml")
-    assert d["stages"][1]["outputs"] == {"summary": "accepted=40"}
-    assert d["stages"][1]["template"] == "instructions"
+    first_output = _outputs(template, dag_tasks(template)[1]["template"])[0]
+    assert d["stages"][1]["outputs"] == {first_output: "40"}
+    assert d["stages"][1]["template"] == dag_tasks(template)[1]["template"]
     one_line_error(invoke("status", "refine-af-nope", "--argo-server", argo.url, "-n", "ml"),
                    "Workflow 'refine-af-nope' not found in namespace 'ml'")
-
-
-def _progressed(wf: dict, template: dict, done: int) -> dict:
-    """A controller status over the rendered DAG: `done` tasks Succeeded, the next one Running, no nodes after;
-    fan-out tasks as a TaskGroup of two shards, each task's declared output parameters set."""
-    name = wf["metadata"]["name"]
-    templates = {t["name"]: t for t in template["spec"]["templates"]}
-    tasks = templates[template["spec"]["entrypoint"]]["dag"]["tasks"]
-    nodes = {name: {"id": name, "name": name, "displayName": name, "type": "DAG", "phase": "Running",
-                    "templateName": template["spec"]["entrypoint"]}}
-    for i, task in enumerate(tasks[: done + 1]):
-        phase = "Succeeded" if i < done else "Running"
-        params = (templates[task["template"]].get("outputs") or {}).get("parameters") or []
-        node = {"id": f"{name}-{i}", "name": f"{name}.{task['name']}", "displayName": task["name"],
-                "type": "TaskGroup" if "withSequence" in task else "Retry", "phase": phase, "boundaryID": name,
-                "templateName": task["template"], "startedAt": f"2025-03-01T10:{i:02d}:00Z", "children": [],
-                "outputs": {"parameters": [{"name": p["name"], "value": str(i)} for p in params]}}
-        if "withSequence" in task:
-            for k in range(2):
-                child = {"id": f"{name}-{i}-{k}", "name": f"{name}.{task['name']}({k}:{k})",
-                         "displayName": f"{task['name']}({k}:{k})", "type": "Retry", "phase": phase,
-                         "boundaryID": name, "templateName": task["template"]}
-                nodes[child["id"]] = child
-                node["children"].append(child["id"])
-        nodes[node["id"]] = node
-    return {"phase": "Running", "nodes": nodes, "storedWorkflowTemplateSpec": template["spec"]}
-
-
-def test_status_of_the_rendered_dag(argo, rendered):
-    template, workflow = rendered
-    tasks = [t for tpl in template["spec"]["templates"] if tpl["name"] == template["spec"]["entrypoint"]
-             for t in tpl["dag"]["tasks"]]
-    fan = next(i for i, t in enumerate(tasks) if "withSequence" in t)  # the first sharded task runs
-    name = client.submit(workflow, via="argo", server=argo.url, namespace="ml")
-    argo.workflows[name]["status"] = _progressed(argo.workflows[name], template, done=fan)
-    d = client.status(name, via="argo", server=argo.url, namespace="ml")
-    assert [s["name"] for s in d["stages"]] == [t["name"] for t in tasks]
-    phases = ["Succeeded"] * fan + ["Running"]
-    assert [s["phase"] for s in d["stages"]] == phases + [None] * (len(tasks) - fan - 1)
-    assert d["stages"][1]["template"] == tasks[1]["template"]
-    assert d["stages"][fan]["shards"] == {"total": 2, "succeeded": 0}
-    lines = client.format_status(d).splitlines()
-    for task, phase in zip(tasks, phases):
-        [row] = [line for line in lines if line.split()[0] == task["name"]]
-        assert re.match(rf"{re.escape(task['name'])}\s+{phase}\s", row), row
-    assert re.search(r"\bshards 0/2 done\b", [line for line in lines if line.startswith(tasks[fan]["name"] + " ")][0])
-    assert any(re.match(rf"{re.escape(tasks[-1]['name'])}(\s+-){{4}}$", line) for line in lines)
 
 
 @pytest.mark.parametrize("phase, code", [("Succeeded", 0), ("Failed", 1)])
@@ -440,13 +339,14 @@ def test_submit_wait_exits_with_the_outcome(argo, rendered, phase, code):
     assert ("message: child failed" in r.stdout) == (phase == "Failed")
 
 
-def test_summarize_without_nodes_lists_the_dag():
-    template, workflow = _hand_written()
+def test_summarize_before_the_controller_started_it(rendered):
+    template, workflow = rendered
     wf = {**workflow, "metadata": {"name": "w"}, "status": {"storedWorkflowTemplateSpec": template["spec"]}}
     d = client.summarize(wf)
-    assert d["phase"] == "Pending" and [s["name"] for s in d["stages"]] == [
-        "init", "instructions", "instances-shard", "instances"]
-    assert "workflow w  Pending" in client.format_status(d)
+    assert d["phase"] == "Pending"
+    assert [s["name"] for s in d["stages"]] == [t["name"] for t in dag_tasks(template)]
+    assert {s["phase"] for s in d["stages"]} == {None}
+    assert client.format_status(d).startswith("workflow w  Pending\n")
 
 
 # -- the Kubernetes API -----------------------------------------------------------------------------------------------
@@ -488,17 +388,17 @@ def test_submit_via_kube_and_status(kube, rendered):
     assert again != name
 
     # a controller's status, patched in as Argo keeps it (no status subresource: the object itself)
-    stored["status"] = _controller_status(stored, _hand_written()[0])
+    stored["status"] = _controller_status(stored, template)
     kube.api.replace_namespaced_custom_object("argoproj.io", "v1alpha1", kube.ns, "workflows", name, stored)
     r = invoke("status", name, "--via", "kube", "-n", kube.ns)
     assert r.exit_code == 0, (r.output, r.exception)
-    check_status_output(r.stdout, name)
+    check_status_output(r.stdout, name, template)
     assert "ui:" not in r.stdout  # no --argo-server: no link
 
     with pytest.raises(RefineError, match="still Running after 0.2 s"):
         client.wait(name, via="kube", namespace=kube.ns, timeout=0.2, poll=0.1)
     stored = kube.api.get_namespaced_custom_object("argoproj.io", "v1alpha1", kube.ns, "workflows", name)
-    stored["status"] = _controller_status(stored, _hand_written()[0], phase="Succeeded")
+    stored["status"] = _controller_status(stored, template, phase="Succeeded")
     kube.api.replace_namespaced_custom_object("argoproj.io", "v1alpha1", kube.ns, "workflows", name, stored)
     assert client.wait(name, via="kube", namespace=kube.ns, timeout=5, poll=0.1)["phase"] == "Succeeded"
 
