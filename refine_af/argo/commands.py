@@ -3,7 +3,7 @@
     refine-af submit --argo-server https://argo.example --namespace ml --config configs/cluster.yaml --wait
     refine-af submit --via kube --namespace ml --with-template      # Kubernetes API, kubeconfig credentials
     refine-af status refine-af-x7k2p --argo-server https://argo.example --namespace ml
-    refine-af pull --run s3://refine-af/runs/refine-af-x7k2p sft-refine --to results/
+    refine-af pull --run s3://refine-af/runs/refine-af-x7k2p sft-refine-af --to results/
 
 ARGO_SERVER, ARGO_NAMESPACE, ARGO_TOKEN and ARGO_INSECURE_SKIP_VERIFY stand in for the flags, as in Argo's CLI.
 """
