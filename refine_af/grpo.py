@@ -61,7 +61,7 @@ def _text(completion: Any) -> str:
 def run_grpo(model: Any, tokenizer: Any, config: Any, records: Sequence[Any],
              reward: CompositeReward | Callable[[list[str], list[str]], list[float]], *,
              prompt_fn: Callable[[Any], Prompt] = build_prompt, seed: int = 0, output_dir: str = "grpo-output",
-             steps: int | None = None, resume: str | bool | None = None,
+             steps: int | None = None, resume: str | bool | None = None, base_ref: str | None = None,
              on_step: Callable[[dict], None] | None = None,
              on_checkpoint: Callable[[Path, list[dict]], None] | None = None) -> list[dict[str, float]]:
     """Train `model` + LoRA with GRPO for `steps` (default config.steps) steps; per-step stats, PPO's keys.
@@ -155,5 +155,11 @@ def run_grpo(model: Any, tokenizer: Any, config: Any, records: Sequence[Any],
     trainer.remove_callback(PrinterCallback)  # TRL prints every log dict when tqdm is off; we return them
     trainer.add_callback(Collect())
     trainer.train(resume_from_checkpoint=resume)
-    trainer.model.save_pretrained(f"{output_dir}/adapter")  # the trained LoRA, peft format, for the backends
+    adapter = f"{output_dir}/adapter"  # the trained LoRA, peft format, for the backends
+    if base_ref:  # named by the run's model reference, not this machine's cache path
+        from refine_af.models import save_adapter
+
+        save_adapter(trainer.model, adapter, base_ref)
+    else:
+        trainer.model.save_pretrained(adapter)
     return stats

@@ -39,6 +39,21 @@ def describe(ref: str) -> str:
     return BUILTIN_NAME if ref == BUILTIN else ref
 
 
+def save_adapter(model: Any, directory: str | Path, ref: str) -> None:
+    """Save a peft adapter that names its base model by the run's reference (`builtin`, `hf:...`, `s3://...`), not
+    by the cache path it was loaded from, so the same training gives the same bytes in any pod or machine. peft's
+    boilerplate model card (which embeds that path too) is left out."""
+    import json
+
+    directory = Path(directory)
+    model.save_pretrained(directory)
+    config = directory / "adapter_config.json"
+    data = json.loads(config.read_text())
+    data["base_model_name_or_path"] = ref
+    config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    (directory / "README.md").unlink(missing_ok=True)
+
+
 def resolve(ref: str, cache_dir: str | None = None, s3: Any = None) -> Path:
     """A local HF directory for the model reference `ref`, fetching or converting it into the cache if needed."""
     if ref == BUILTIN:

@@ -34,10 +34,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from refine_af import checkpoints
+from refine_af import checkpoints, progress
 from refine_af.data import load_instructions
 from refine_af.errors import RefineError
-from refine_af.models import describe, load_causal_lm, pick_device
+from refine_af.models import describe, load_causal_lm, pick_device, save_adapter
 from refine_af.runner import StageContext
 from refine_af.store import jsonl_bytes
 
@@ -171,13 +171,14 @@ def _ppo(ctx: StageContext, model: Any, tokenizer: Any, records: list[dict], rew
         stats = trainer.train_step(trainer.next_batch(records))
         metrics.append({**stats.as_dict(), "seconds": round(time.perf_counter() - started, 3)})
         bar.update(1)
+        progress.report(trainer.step, rl.steps)
         _log_step(metrics[-1], rl.steps)
         if trainer.step % rl.checkpoint_every == 0 and trainer.step < rl.steps:
             ckpt = work / f"step-{trainer.step:05d}"
             trainer.save(ckpt)
             checkpoints.save(ctx, ckpt, trainer.step, metrics, STATE["ppo"])
     bar.close()
-    trainer.policy.save_pretrained(work / "adapter")
+    save_adapter(trainer.policy, work / "adapter", ctx.config.model)
     return metrics, trainer.last_rollouts
 
 
@@ -198,6 +199,7 @@ def _grpo(ctx: StageContext, model: Any, tokenizer: Any, records: list[dict], re
             checkpoints.save(ctx, path, step, earlier + stats, STATE["grpo"])
 
     stats = run_grpo(model, tokenizer, rl, records, reward, seed=ctx.config.seed, output_dir=str(out),
+                     base_ref=ctx.config.model,
                      resume=str(resume) if resume else None, on_checkpoint=on_checkpoint,
                      on_step=lambda row: _log_step(row, rl.steps))
     (out / "adapter").rename(work / "adapter")

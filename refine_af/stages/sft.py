@@ -32,7 +32,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from refine_af import checkpoints, models
+from refine_af import checkpoints, models, progress
 from refine_af.data import json_lines
 from refine_af.errors import RefineError
 from refine_af.generate import as_user_turn
@@ -132,7 +132,7 @@ def run(ctx: StageContext) -> None:
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
         # 2. Outputs: the adapter, the metrics and, on request, the merged model.
-        trainer.model.save_pretrained(f"{tmp}/adapter")
+        models.save_adapter(trainer.model, f"{tmp}/adapter", config.model)
         ctx.upload_output(f"{tmp}/adapter", "adapter")
         ctx.write_output("metrics.jsonl", jsonl_bytes(steps.rows))
         if cfg.merge:
@@ -174,6 +174,7 @@ class StepLog(TrainerCallback):
                "mean_token_accuracy": _round(logs.get("mean_token_accuracy")),
                "seconds": round(time.perf_counter() - self.start, 2)}
         self.rows.append(row)
+        progress.report(state.global_step, state.max_steps)
         every = max(1, state.max_steps // LOG_LINES)
         if state.global_step % every == 0 or state.global_step == state.max_steps:
             log.info("%s: step %d/%d epoch %.2f loss %.4f lr %.2e", self.ctx.name, state.global_step, state.max_steps,
