@@ -318,7 +318,8 @@ class RolePool(_Section):
 def _default_roles() -> dict[str, RolePool]:
     from refine_af import __version__
 
-    return {role: RolePool(image=f"refine-af/{role}:{__version__}") for role in ("generate", "train", "cpu")}
+    # the tags scripts/build-image.sh gives; a cluster pulls them from its registry (cluster.roles.<role>.image)
+    return {role: RolePool(image=f"refine-af-{role}:{__version__}") for role in ("generate", "train", "cpu")}
 
 
 class ClusterConfig(_Section):

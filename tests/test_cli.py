@@ -98,3 +98,41 @@ def test_s3_errors(s3_env):
 
 def test_stage_needs_its_config(tmp_path):
     _assert_clean_error(cli("stage", "instructions", "--run", str(tmp_path / "empty")), "has no config.yaml")
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["stage", "instructionz"], ["unknown stage 'instructionz'"]),
+    (["stage", "instances-self-instruct", "--shard", "3/2"], ["--shard '3/2'", "0 <= i < N"]),
+    (["stage", "instances-self-instruct", "--shard", "x"], ["--shard 'x'"]),
+    (["stage", "instances-self-instruct", "--shard", "0/2", "--merge"], ["exclude each other"]),
+    (["stage", "sft-self-instruct", "--shard", "0/2"], ["is not sharded"]),
+])
+def test_stage_arguments_are_checked_before_anything_is_written(done_run, args, fragments):
+    before = _snapshot(done_run)
+    _assert_clean_error(cli(*args, "--run", str(done_run)), *fragments)
+    assert _snapshot(done_run) == before
+
+
+def test_init_saves_the_config_and_tells_argo_the_graph(tmp_path):
+    out = tmp_path / "outputs"
+    res = cli("init", "--run", "", "--run-root", str(tmp_path / "runs"), "--name", "wf-1", "--set",
+              "evaluate.include_base=false", "--set", "instances.shards=3", env={"REFINE_AF_OUTPUTS": str(out)})
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "runs" / "wf-1" / "config.yaml").is_file()
+    values = {p.name: p.read_text() for p in out.iterdir()}
+    assert values == {"run": str(tmp_path / "runs" / "wf-1"), "key": str(tmp_path / "runs" / "wf-1"),
+                      "enabled-evaluate-base": "false", "shards-instances": "3", "shards-evaluate": "1"}
+    _assert_clean_error(cli("init", "--run", ""), "give --run, or --run-root and --name")
+    _assert_clean_error(cli("init", "--run", str(tmp_path / "x"), "--set", "rl.stepz=1"), "rl.stepz")
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_pod_hands_argo_its_figures_and_links(done_run, tmp_path):
+    out = tmp_path / "outputs"
+    res = cli("stage", "instructions", "--run", str(done_run), env={"REFINE_AF_OUTPUTS": str(out)})
+    assert res.returncode == 0 and "instructions: skipped" in res.stdout, res.stderr
+    manifest = json.loads((done_run / "instructions" / "manifest.json").read_text())
+    assert (out / "accepted").read_text() == str(manifest["counts"]["accepted"]) == "2"
+    assert (out / "acceptance-rate").read_text() == json.dumps(manifest["metrics"]["acceptance_rate"])
+    assert (out / "artifacts" / "manifest.json").read_bytes() == (done_run / "instructions" / "manifest.json"
+                                                                   ).read_bytes()

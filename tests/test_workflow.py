@@ -46,7 +46,7 @@ def test_each_task_runs_its_stage_with_its_role():
     template, _ = render(RunConfig())
     spec, templates = template["spec"], _templates(template)
     tasks = {t["name"]: t for t in templates["pipeline"]["dag"]["tasks"]}
-    images = {role: f"refine-af/{role}:" for role in ("generate", "train", "cpu")}
+    images = {role: f"refine-af-{role}:" for role in ("generate", "train", "cpu")}
     for s in STAGES:
         names = [f"{s.name}-shard", s.name] if s.shards else [s.name]
         for name in names:
@@ -93,7 +93,7 @@ def test_cluster_settings_place_the_pods():
     assert t["container"]["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert t["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
     assert {"name": "AWS_ENDPOINT_URL", "value": "http://minio:9000"} in t["container"]["env"]
-    assert _templates(template)["rl"]["container"]["image"].startswith("refine-af/train:")  # other roles keep theirs
+    assert _templates(template)["rl"]["container"]["image"].startswith("refine-af-train:")  # other roles keep theirs
     assert {"name": "cache", "persistentVolumeClaim": {"claimName": "models"}} in template["spec"]["volumes"]
 
 
@@ -145,7 +145,7 @@ def test_rendered_workflow_runs_like_refine_af_run(s3_env, tmp_path, builtin_dir
     docs = list(yaml.safe_load_all(to_yaml(list(render(config)))))
     cache = tmp_path / "cache"
     cache.mkdir()
-    (cache / "models").symlink_to(Path(os.environ.get("REFINE_AF_CACHE", Path.home() / ".cache" / "refine-af")))
+    (cache / "refine-af").symlink_to(Path(os.environ.get("REFINE_AF_CACHE", Path.home() / ".cache" / "refine-af")))
     threads = {"OMP_NUM_THREADS": "2", "TOKENIZERS_PARALLELISM": "false"}  # the same float reductions in both
     env = {"PATH": os.environ["PATH"], "AWS_DEFAULT_REGION": "us-east-1", **threads}
     started = time.time()

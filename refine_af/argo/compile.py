@@ -45,7 +45,7 @@ from refine_af.pipeline import MERGE, STAGES, Resources, Stage, validate
 WORK = "/tmp/refine-af"  # the pod's scratch: the config file and the outputs Argo reads back
 OUT = f"{WORK}/outputs"
 CACHE = "/cache"  # models, HF and pip caches (images/ set the same); a PVC when cluster.cache_pvc is set
-UID = 1000  # the images' non-root user
+UID = 10001  # the images' non-root user (images/*.Dockerfile)
 INIT_RESOURCES = Resources(role="cpu", cpu="500m", memory="1Gi")
 LABELS = {"app.kubernetes.io/name": "refine-af", "app.kubernetes.io/version": __version__,
           "app.kubernetes.io/managed-by": "refine-af"}
@@ -168,8 +168,8 @@ def _pod(c: ClusterConfig, r: Resources, retry: str, deadline: int) -> dict[str,
     pool = c.roles[r.role]
     gpus = (pool.gpus if pool.gpus is not None else r.gpus) if r.role != "cpu" else 0
     limits: dict[str, Any] = {"memory": r.memory} | ({pool.gpu_resource: str(gpus)} if gpus else {})
-    env: list[Any] = [Env(name=ENV, value=OUT), Env(name="REFINE_AF_CACHE", value=f"{CACHE}/models"),
-                      Env(name="HF_HOME", value=f"{CACHE}/hf"), Env(name="HOME", value=f"{CACHE}/home"),
+    env: list[Any] = [Env(name=ENV, value=OUT), Env(name="REFINE_AF_CACHE", value=f"{CACHE}/refine-af"),
+                      Env(name="HF_HOME", value=f"{CACHE}/huggingface"), Env(name="HOME", value=f"{CACHE}/home"),
                       Env(name="PYTHONUNBUFFERED", value="1"),
                       SecretEnv(name="AWS_ACCESS_KEY_ID", secret_name=c.s3_secret, secret_key="AWS_ACCESS_KEY_ID"),
                       SecretEnv(name="AWS_SECRET_ACCESS_KEY", secret_name=c.s3_secret,
