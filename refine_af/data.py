@@ -115,14 +115,19 @@ def load_seeds(uri: str, s3: Any = None) -> list[SeedTask]:
     return parse_seeds(seeds_bytes(uri, s3), source)
 
 
+def read_input(store: Any, key: str) -> bytes:
+    """A stage input's bytes; a missing one is an error naming the stage that writes it (the key's first part)."""
+    try:
+        return store.read_bytes(key)
+    except FileNotFoundError:
+        raise RefineError(f"{store.uri}/{key} does not exist: run the {key.split('/')[0]} stage first") from None
+
+
 def load_instructions(store: Any, key: str) -> list[dict]:
     """Generated instructions (the instructions stage's output at `key`), for the stages that build on them:
     id, instruction, is_classification. A missing, empty or malformed file is an error naming the file and line."""
     where = f"{store.uri}/{key}"
-    try:
-        data = store.read_bytes(key)
-    except FileNotFoundError:
-        raise RefineError(f"{where} does not exist: run the instructions stage first") from None
+    data = read_input(store, key)
     rows = []
     for line, row in json_lines(data, where):
         if not isinstance(row.get("instruction"), str) or not row["instruction"].strip():

@@ -47,6 +47,7 @@ OUT = f"{WORK}/outputs"
 CACHE = "/cache"  # models, HF and pip caches (images/ set the same); a PVC when cluster.cache_pvc is set
 UID = 10001  # the images' non-root user (images/*.Dockerfile)
 INIT_RESOURCES = Resources(role="cpu", cpu="500m", memory="1Gi")
+MERGE_DEADLINE = 3600  # a merge reads shards and writes outputs: minutes, never hours
 LABELS = {"app.kubernetes.io/name": "refine-af", "app.kubernetes.io/version": __version__,
           "app.kubernetes.io/managed-by": "refine-af"}
 # a preemption, eviction or deletion is the cluster's doing: retry freely. Any other first failure but bad input
@@ -160,7 +161,8 @@ def _stage_container(s: Stage, c: ClusterConfig, kind: str) -> Container:
     resources = MERGE if kind == "merge" else s.resources
     return Container(name=name, image=c.roles[resources.role].image, image_pull_policy=c.image_pull_policy,
                      command=["refine-af"], args=args, inputs=inputs, outputs=outputs,
-                     **_pod(c, resources, "quick" if kind == "merge" else s.retry, s.deadline))
+                     **_pod(c, resources, "quick" if kind == "merge" else s.retry,
+                            MERGE_DEADLINE if kind == "merge" else s.deadline))
 
 
 def _pod(c: ClusterConfig, r: Resources, retry: str, deadline: int) -> dict[str, Any]:

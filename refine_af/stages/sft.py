@@ -33,7 +33,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from refine_af import checkpoints, models, progress
-from refine_af.data import json_lines
+from refine_af.data import json_lines, read_input
 from refine_af.errors import RefineError
 from refine_af.generate import as_user_turn
 from refine_af.runner import StageContext
@@ -50,10 +50,7 @@ STATE = "trainer_state.json"  # the file of a Trainer checkpoint uploaded last: 
 def read_dataset(store: Any, key: str) -> tuple[list[dict], str]:
     """The rows of an instances dataset and the file's sha256; RefineError naming file:line for bad rows."""
     where = f"{store.uri}/{key}"
-    try:
-        data = store.read_bytes(key)
-    except FileNotFoundError:
-        raise RefineError(f"{where} does not exist: run the {key.split('/')[0]} stage first") from None
+    data = read_input(store, key)
     rows = []
     for line, row in json_lines(data, where):
         for name in FIELDS:
