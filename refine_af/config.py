@@ -313,6 +313,8 @@ class RolePool(_Section):
     tolerations: list[dict[str, Any]] = []  # Kubernetes Toleration objects, as in a pod spec
     gpus: int | None = Field(None, ge=0)  # override the stages' GPU count (tensor parallel needs more)
     gpu_resource: str = "nvidia.com/gpu"
+    runtime_class: str | None = None  # RuntimeClass of its pods (e.g. nvidia); None: the cluster default
+    priority_class: str | None = None  # PriorityClass of its pods; None: the cluster default
 
 
 def _default_roles() -> dict[str, RolePool]:

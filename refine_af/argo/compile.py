@@ -184,8 +184,9 @@ def _pod(c: ClusterConfig, r: Resources, retry: str, deadline: int) -> dict[str,
     if r.role != "cpu":
         mounts.append(m.VolumeMount(name="dshm", mount_path="/dev/shm"))
     memory = f"{{{{=asInt(retries) > 0 ? '{_scale(r.memory, 2)}' : '{r.memory}'}}}}"  # twice as much on a retry
-    patch = json.dumps({"containers": [{"name": "main", "resources": {"limits": {"memory": memory},
-                                                                       "requests": {"memory": memory}}}]})
+    runtime = {"runtimeClassName": pool.runtime_class} if pool.runtime_class else {}  # no template field: patched
+    patch = json.dumps(runtime | {"containers": [{"name": "main", "resources": {"limits": {"memory": memory},
+                                                                                 "requests": {"memory": memory}}}]})
     return dict(
         env=env, volume_mounts=mounts,
         resources=m.ResourceRequirements(requests={"cpu": r.cpu, "memory": r.memory}, limits=limits),
@@ -193,6 +194,7 @@ def _pod(c: ClusterConfig, r: Resources, retry: str, deadline: int) -> dict[str,
                                            capabilities=m.Capabilities(drop=["ALL"])),
         node_selector=pool.node_selector or None,
         tolerations=[m.Toleration(**t) for t in pool.tolerations] or None,
+        priority_class_name=pool.priority_class,
         retry_strategy=m.RetryStrategy(
             limit=m.IntOrString(c.retry_limit if retry == "resumable" else 2), retry_policy="Always",
             expression=RETRY_WHEN,
