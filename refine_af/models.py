@@ -41,8 +41,8 @@ def describe(ref: str) -> str:
 
 def save_adapter(model: Any, directory: str | Path, ref: str) -> None:
     """Save a peft adapter that names its base model by the run's reference (`builtin`, `hf:...`, `s3://...`), not
-    by the cache path it was loaded from, so the same training gives the same bytes in any pod or machine. peft's
-    boilerplate model card (which embeds that path too) is left out."""
+    by the cache path it was loaded from, and lists its modules in order, so the same training gives the same bytes in
+    any pod or process. peft's boilerplate model card (which embeds that path too) is left out."""
     import json
 
     directory = Path(directory)
@@ -50,6 +50,8 @@ def save_adapter(model: Any, directory: str | Path, ref: str) -> None:
     config = directory / "adapter_config.json"
     data = json.loads(config.read_text())
     data["base_model_name_or_path"] = ref
+    if isinstance(data.get("target_modules"), list):  # peft keeps a set: its order changes with the hash seed
+        data["target_modules"] = sorted(data["target_modules"])
     config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     (directory / "README.md").unlink(missing_ok=True)
 
