@@ -18,12 +18,14 @@ Because every random draw is keyed by the item (`refine_af.seeds`), any N gives 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
 import logging
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -192,6 +194,19 @@ class StageContext:
         """Write a local directory tree (an adapter, a checkpoint) under `rel/`, recording each file."""
         for path in sorted(p for p in Path(src).rglob("*") if p.is_file()):
             self.write_output(f"{rel}/{path.relative_to(src).as_posix()}", path.read_bytes())
+
+    @contextlib.contextmanager
+    def backend_with(self, adapter_key: str | None) -> Iterator[Any]:
+        """A backend for the run's model with the LoRA adapter stored at `adapter_key` (None: the model alone), valid
+        for the block: the adapter's local copy must outlive generation, vLLM reads it lazily."""
+        if adapter_key is None:
+            yield self.backend()
+            return
+        from refine_af.generate import make_backend
+
+        with tempfile.TemporaryDirectory(prefix="refine-af-adapter-") as adapter:
+            self.store.download(adapter_key, Path(adapter))
+            yield make_backend(self.config, adapter=adapter)
 
     def backend(self) -> Any:
         """The generation backend for the run's model, built on first use."""

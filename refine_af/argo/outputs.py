@@ -43,9 +43,7 @@ def metric_values(s: Stage, manifest: dict) -> dict[str, str]:
 def write_stage_outputs(s: Stage, store: Store, out: Path) -> None:
     """The stage's output parameters and linked files, from its manifest in the store."""
     manifest = read_json(store, f"{s.name}/manifest.json")
-    out.mkdir(parents=True, exist_ok=True)
-    for name, value in metric_values(s, manifest).items():
-        (out / name).write_text(value)
+    write_values(metric_values(s, manifest), out)
     for rel in ["manifest.json", *(s.outputs[n].path for n in s.links)]:
         if rel == "manifest.json" or rel in manifest.get("files", {}):
             target = out / ARTIFACTS / rel

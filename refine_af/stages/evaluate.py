@@ -29,13 +29,12 @@ Outputs: <run>/evaluate-<arm>/predictions.jsonl  one row per instance: set (supe
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from refine_af import superni
 from refine_af.errors import RefineError
-from refine_af.generate import SamplingParams, as_user_turn, make_backend
+from refine_af.generate import SamplingParams, as_user_turn
 from refine_af.models import describe
 from refine_af.runner import StageContext, config_slice
 from refine_af.store import Store, jsonl_bytes, open_store, split_uri
@@ -75,15 +74,9 @@ def run(ctx: StageContext) -> None:
     params = SamplingParams(temperature=0.0, max_new_tokens=cfg.max_new_tokens, stop=superni.GENERATION_STOP)
 
     def answer(part: list[Job]) -> list[dict]:
-        # the adapter directory must outlive the generation: vllm loads it lazily
-        with tempfile.TemporaryDirectory(prefix="refine-af-adapter-") as adapter:
-            if adapter_key:
-                ctx.store.download(adapter_key, Path(adapter))
-                backend = make_backend(ctx.config, adapter=adapter)
-            else:
-                backend = ctx.backend()
+        with ctx.backend_with(adapter_key) as backend:
             prompts = [as_user_turn(backend.tokenizer, j.prompt) for j in part]
-            outs = backend.generate(prompts, params, desc=f"evaluate {arm}") if part else []
+            outs = backend.generate(prompts, params, desc=f"evaluate {arm}")
         return [{"set": j.set, "id": j.instance.id, "generation": c.text} for j, c in zip(part, outs, strict=True)]
 
     answers = ctx.shard_map(superni_jobs + user_jobs, answer)

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import io
 import json
-import tempfile
 
 from refine_af import __version__, instance_format
 from refine_af.data import load_instructions
 from refine_af.errors import RefineError
-from refine_af.generate import SamplingParams, make_backend
+from refine_af.generate import SamplingParams
 from refine_af.models import describe
 from refine_af.runner import StageContext, config_slice
 from refine_af.seeds import derive
@@ -50,10 +49,7 @@ def run(ctx: StageContext) -> None:
 
     def generate(part: list) -> list[dict]:
         # the generator: the trained policy for refine-af, the base model for self-instruct
-        with tempfile.TemporaryDirectory(prefix="refine-af-adapter-") as adapter:
-            if adapter_key:
-                ctx.store.download(adapter_key, adapter)
-            backend = make_backend(ctx.config, adapter=adapter if adapter_key else None)
+        with ctx.backend_with(adapter_key) as backend:
             prompts = [instance_format.build(r["instruction"], r["is_classification"]) for r, _ in part]
             seeds = [derive(ctx.config.seed, "instances", r["instruction"], k) for r, k in part]
             outs = backend.generate(prompts, params, desc=f"instances ({arm})", seeds=seeds)
