@@ -66,6 +66,23 @@ def as_user_turn(tokenizer: Any, text: str) -> Prompt:
     return [{"role": "user", "content": text}] if getattr(tokenizer, "chat_template", None) else text
 
 
+def encode(tokenizer: Any, text: str) -> list[int]:
+    """A rendered prompt's token ids, by the one rule every stage and backend uses: the tokenizer's own BOS when it
+    adds one (LLaMA-2 and Mistral do, the builtin model does not), never twice (a chat template may have written it),
+    and nothing else (no EOS). TRL's SFT tokenises the same way, so the policy, SFT and evaluation see one sequence."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    bos = tokenizer.bos_token_id
+    if bos is not None and adds_bos(tokenizer) and ids[:1] != [bos]:
+        ids = [bos, *ids]
+    return ids
+
+
+def adds_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer puts a BOS token before a text of its own accord."""
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
+
+
 def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut `text` before the earliest stop string; says whether one was found."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
