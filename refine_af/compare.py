@@ -4,9 +4,13 @@ The paper's headline (REFINE-AF ahead of Self-Instruct on 63-66% of SuperNI task
 per-task scores (ROUGE-L, 0..100, from `refine_af.superni.score_tasks`) for two arms, `compare` builds a
 `report.json`-ready dict with:
 
-* per task: both scores, the difference A - B, and the winner; |A - B| <= `tie_tolerance` is a tie;
+* per task: both scores, the difference A - B, and the winner; |A - B| <= `tie_tolerance` is a tie. Every score is
+  first rounded as SuperNI's `compute_metrics` reports it (`round(score, 4)` on the 0..100 scale), so float noise
+  (20.000000000000004 vs 20.0) never decides a task;
 * wins and shares: share = wins / tasks, for each arm and for ties (the three add up to 1), plus A's share of the
   decided tasks (wins_A / (wins_A + wins_B)) since papers quote both;
+* the exact two-sided sign test over the decided tasks (binomial, p = 1/2: `sign_test`), and the same counts and
+  test at tie tolerances of 0 and 1 score point (`by_tolerance`), since "decided" depends on the tolerance;
 * per-arm means over tasks with percentile bootstrap confidence intervals, and the same for the mean difference
   and A's win share. Resampling is over tasks (the unit the headline counts), *paired*: every resample draws the
   same tasks for all arms, so the difference's interval reflects the arms' correlation. numpy, seeded;
@@ -29,19 +33,43 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["bootstrap_ci", "compare", "headline", "plot", "render_markdown", "winner"]
+__all__ = ["bootstrap_ci", "compare", "headline", "official", "plot", "render_markdown", "sign_test", "winner"]
 
 TIE = "tie"
+DIGITS = 4  # SuperNI's compute_metrics: `round(v, 4)` of every (per-task) score, 0..100
+TOLERANCES = (0.0, 1.0)  # tie tolerances reported side by side (score points)
 UNCATEGORIZED = "Uncategorized"
 DISPLAY = {"refine-af": "REFINE-AF", "self-instruct": "Self-Instruct", "rougeL": "ROUGE-L",
            "exact_match": "exact match"}  # names as the paper writes them; anything else is shown as is
 
 
+def official(score: float) -> float:
+    """A score as SuperNI reports it: rounded to 4 decimals (of 0..100)."""
+    return round(score, DIGITS)
+
+
+def _diff(a: float, b: float) -> float:
+    # a - b of two 4-decimal scores is a 4-decimal number up to float error: 21.0001 - 20.0001 is 0.99999...96,
+    # which a tolerance of 1 would otherwise count as decided
+    return round(a - b, DIGITS)
+
+
 def winner(a: float, b: float, arm_a: str, arm_b: str, tolerance: float = 0.0) -> str:
-    """`arm_a` if a beats b by more than `tolerance`, `arm_b` if the reverse, else "tie"."""
-    if abs(a - b) <= tolerance:
+    """`arm_a` if a beats b by more than `tolerance`, `arm_b` if the reverse, else "tie" (on SuperNI's rounding)."""
+    d = _diff(official(a), official(b))
+    if abs(d) <= tolerance:
         return TIE
-    return arm_a if a > b else arm_b
+    return arm_a if d > 0 else arm_b
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Exact two-sided sign test: P(a split at least this uneven | each decided task a fair coin). Ties are left out
+    before calling; no decided task gives 1.0."""
+    if wins < 0 or losses < 0:
+        raise ValueError("wins and losses must be >= 0")
+    n, k = wins + losses, min(wins, losses)
+    tail = sum(math.comb(n, i) for i in range(k + 1))
+    return min(1.0, 2 * tail / 2**n)  # exact integers until the one division
 
 
 def _quantiles(samples: np.ndarray, confidence: float) -> list[float]:
@@ -68,7 +96,7 @@ def _check_scores(scores: Mapping[str, Mapping[str, float]], arm: str) -> dict[s
     for task, value in scores[arm].items():
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"arm '{arm}', task '{task}': score must be a finite number, got {value!r}")
-        out[task] = float(value)
+        out[task] = official(float(value))
     return out
 
 
@@ -110,7 +138,7 @@ def compare(
             "task": t,
             "category": cat[t],
             "scores": {arm_a: a[t], arm_b: b[t]},
-            "diff": a[t] - b[t],
+            "diff": _diff(a[t], b[t]),
             "winner": winner(a[t], b[t], arm_a, arm_b, tie_tolerance),
         }
         if base is not None:
@@ -119,6 +147,12 @@ def compare(
     won = np.array([r["winner"] for r in per_task])
     wins = {arm_a: int((won == arm_a).sum()), arm_b: int((won == arm_b).sum()), TIE: int((won == TIE).sum())}
     decided = wins[arm_a] + wins[arm_b]
+    by_tolerance = []
+    for tol in TOLERANCES:
+        w = [winner(a[t], b[t], arm_a, arm_b, tol) for t in tasks]
+        counts = {k: w.count(k) for k in (arm_a, arm_b, TIE)}
+        by_tolerance.append({"tie_tolerance": tol, "wins": counts, "decided": counts[arm_a] + counts[arm_b],
+                             "sign_test_p": sign_test(counts[arm_a], counts[arm_b])})
 
     # 2. paired bootstrap over tasks: the same resampled tasks for every statistic
     rng = np.random.default_rng(seed)
@@ -160,6 +194,7 @@ def compare(
         "base": base,
         "n_tasks": n,
         "tie_tolerance": tie_tolerance,
+        "score_digits": DIGITS,  # per-task scores were rounded to this many decimals before anything else
         "bootstrap": {
             "n": n_boot,
             "confidence": confidence,
@@ -174,6 +209,9 @@ def compare(
             arm_a: wins[arm_a] / decided if decided else None,
             arm_b: wins[arm_b] / decided if decided else None,
         },
+        "sign_test": {"decided": decided, "wins": wins[arm_a], "losses": wins[arm_b],
+                      "p": sign_test(wins[arm_a], wins[arm_b]), "alternative": "two-sided", "method": "exact"},
+        "by_tolerance": by_tolerance,
         "means": means,
         "mean_diff": {"mean": float(diff.mean()), "ci": _quantiles(diff[idx].mean(axis=1), confidence)},
         "per_category": per_category,
@@ -193,6 +231,10 @@ def _ci(ci: list[float] | None) -> str:
     return "–" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
+def _p(p: float) -> str:
+    return f"{p:.2g}"
+
+
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|")
 
@@ -207,7 +249,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines = [
         f"# {arm_a} vs {arm_b}",
         "",
-        f"Metric: {report['metric']} per task, {n} tasks; a tie is |difference| <= {report['tie_tolerance']:g}.",
+        f"Metric: {report['metric']} per task (rounded to {report.get('score_digits', DIGITS)} decimals as SuperNI "
+        f"reports it), {n} tasks; a tie is |difference| <= {report['tie_tolerance']:g}.",
         "",
         (
             f"**{arm_a} wins on {wins[arm_a]} of {n} tasks ({100 * share[arm_a]:.1f}%, {pct} CI "
@@ -218,6 +261,16 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     decided = report["share_of_decided"][arm_a]
     if decided is not None:
         lines.append(f"Of the decided tasks, {arm_a} wins {100 * decided:.1f}%.")
+    sign = report.get("sign_test")
+    if sign:
+        lines.append(f"Sign test (exact, two-sided, over the {sign['decided']} decided tasks): p = {_p(sign['p'])}.")
+    if report.get("by_tolerance"):
+        lines += ["", f"| tie tolerance | decided | {_cell(arm_a)} wins | {_cell(arm_b)} wins | ties | sign test p |",
+                  "|---:|---:|---:|---:|---:|---:|"]
+        for row in report["by_tolerance"]:
+            w = row["wins"]
+            lines.append(f"| {row['tie_tolerance']:g} | {row['decided']} | {w[arm_a]} | {w[arm_b]} | {w[TIE]} | "
+                         f"{_p(row['sign_test_p'])} |")
     lines += [
         "",
         f"## Mean over tasks ({pct} paired bootstrap CI, {boot['n']} resamples of tasks, seed {boot['seed']})",
@@ -287,15 +340,20 @@ def render_markdown(report: Mapping[str, Any]) -> str:
 
 
 def headline(report: Mapping[str, Any], tasks: str = "SuperNI tasks") -> str:
-    """One line for a terminal, e.g. "REFINE-AF beats Self-Instruct on 7 of 12 SuperNI tasks (58%, 1 tie); mean
-    ROUGE-L 23.1 vs 21.4 (base 19.0)". The base model's mean is left out when the report has none."""
+    """One line for a terminal, e.g. "REFINE-AF beats Self-Instruct on 7 of 12 SuperNI tasks (58%), loses 4, 1 tie,
+    sign test p = 0.55; mean ROUGE-L 23.1 vs 21.4 (base 19.0)". The base model's mean is left out when the report has
+    none."""
     arm_a, arm_b = report["arms"]
     wins, n, means, base = report["wins"], report["n_tasks"], report["means"], report["base"]
     ties = wins[TIE]
     line = (
         f"{DISPLAY.get(arm_a, arm_a)} beats {DISPLAY.get(arm_b, arm_b)} on {wins[arm_a]} of {n} {tasks} "
-        f"({100 * report['share'][arm_a]:.0f}%, {ties} tie{'' if ties == 1 else 's'}); "
-        f"mean {DISPLAY.get(report['metric'], report['metric'])} {means[arm_a]['mean']:.1f} "
+        f"({100 * report['share'][arm_a]:.0f}%), loses {wins[arm_b]}, {ties} tie{'' if ties == 1 else 's'}"
+    )
+    if "sign_test" in report:
+        line += f", sign test p = {_p(report['sign_test']['p'])}"
+    line += (
+        f"; mean {DISPLAY.get(report['metric'], report['metric'])} {means[arm_a]['mean']:.1f} "
         f"vs {means[arm_b]['mean']:.1f}"
     )
     if base and means.get(base, {}).get("mean") is not None:

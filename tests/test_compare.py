@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from refine_af.compare import bootstrap_ci, compare, plot, render_markdown, winner
+from refine_af.compare import bootstrap_ci, compare, headline, plot, render_markdown, sign_test, winner
 
 A, B = "refine-af", "self-instruct"
 SCORES = {
@@ -22,6 +22,53 @@ def test_winner_and_tolerance():
     assert winner(1, 1, A, B) == "tie"
     assert winner(1.4, 1, A, B, tolerance=0.5) == "tie"
     assert winner(1.6, 1, A, B, tolerance=0.5) == A
+
+
+def test_scores_are_compared_after_superni_rounding():
+    """SuperNI's compute_metrics reports round(score, 4): float noise is a tie, a reported difference is not."""
+    r = compare({A: {"t": 20.000000000000004}, B: {"t": 20.0}}, A, B)
+    assert r["wins"] == {A: 0, B: 0, "tie": 1} and r["per_task"][0]["diff"] == 0.0
+    assert r["per_task"][0]["scores"] == {A: 20.0, B: 20.0} and r["score_digits"] == 4
+    assert winner(20.000000000000004, 20.0, A, B) == "tie"
+    assert compare({A: {"t": 20.0001}, B: {"t": 20.0}}, A, B)["wins"][A] == 1
+    assert compare({A: {"t": 20.00001}, B: {"t": 20.0}}, A, B)["wins"]["tie"] == 1  # below SuperNI's precision
+    # 2.0001 - 1.0001 is 1.0000000000000002 in floats: exactly one point, so a tie at tolerance 1
+    assert winner(2.0001, 1.0001, A, B, tolerance=1.0) == "tie"
+    assert winner(2.0002, 1.0001, A, B, tolerance=1.0) == A
+
+
+@pytest.mark.parametrize("wins, losses, p", [
+    (9, 1, 22 / 1024),  # 2 * (C(10,0) + C(10,1)) / 2^10
+    (1, 9, 22 / 1024),
+    (10, 0, 2 / 1024),
+    (4, 1, 12 / 32),  # 2 * (1 + 5) / 32
+    (3, 2, 1.0),  # 2 * (1 + 5 + 10) / 32 = 1: capped
+    (7, 5, 3172 / 4096),  # 2 * (1 + 12 + 66 + 220 + 495 + 792) / 2^12
+    (1, 0, 1.0),
+    (0, 0, 1.0),  # nothing decided: no evidence either way
+])
+def test_sign_test_by_hand(wins, losses, p):
+    assert sign_test(wins, losses) == pytest.approx(p, rel=1e-12)
+
+
+def test_sign_test_and_tolerances_in_the_report():
+    a = {f"t{i}": 30.0 for i in range(12)}
+    b = {**{f"t{i}": 20.0 for i in range(9)}, "t9": 40.0, "t10": 29.5, "t11": 30.0}  # 9 wins, 1 loss, 1 tie by 0.5
+    a["t10"] = 30.0
+    r = compare({A: a, B: b}, A, B)
+    assert r["wins"] == {A: 10, B: 1, "tie": 1}
+    assert r["sign_test"] == {"decided": 11, "wins": 10, "losses": 1, "p": pytest.approx(24 / 2048),
+                              "alternative": "two-sided", "method": "exact"}
+    assert [(t["tie_tolerance"], t["decided"], t["wins"]) for t in r["by_tolerance"]] == [
+        (0.0, 11, {A: 10, B: 1, "tie": 1}), (1.0, 10, {A: 9, B: 1, "tie": 2})]
+    assert r["by_tolerance"][1]["sign_test_p"] == pytest.approx(22 / 1024)
+    r1 = compare({A: a, B: b}, A, B, tie_tolerance=1.0)
+    assert r1["sign_test"]["p"] == pytest.approx(22 / 1024) and r1["by_tolerance"] == r["by_tolerance"]
+    md = render_markdown(r1)
+    assert "Sign test (exact, two-sided, over the 10 decided tasks): p = 0.021." in md
+    assert "| 0 | 11 | 10 | 1 | 1 | 0.012 |" in md and "| 1 | 10 | 9 | 1 | 2 | 0.021 |" in md
+    assert headline(r1) == ("REFINE-AF beats Self-Instruct on 9 of 12 SuperNI tasks (75%), loses 1, 2 ties, "
+                            "sign test p = 0.021; mean ROUGE-L 30.0 vs 23.3")
 
 
 def test_compare_wins_ties_share():

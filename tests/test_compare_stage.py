@@ -59,6 +59,8 @@ def test_report_matches_hand_computation(tmp_path):
     assert report["n_tasks"] == 6
     assert report["wins"] == {A: 4, B: 1, "tie": 1}
     assert report["share"][A] == pytest.approx(4 / 6) and report["share_of_decided"][A] == pytest.approx(4 / 5)
+    assert report["sign_test"]["p"] == 12 / 32  # 4 wins, 1 loss: 2 * (1 + 5) / 2^5
+    assert [(t["decided"], t["sign_test_p"]) for t in report["by_tolerance"]] == [(5, 12 / 32), (4, 10 / 16)]
     assert report["means"][A]["mean"] == pytest.approx(185 / 6)
     assert report["means"][B]["mean"] == pytest.approx(164.5 / 6)
     assert report["means"][BASE]["mean"] == pytest.approx(12.5)
@@ -72,6 +74,7 @@ def test_report_matches_hand_computation(tmp_path):
 
     md = store.read_bytes("compare/report.md").decode()
     assert "**refine-af wins on 4 of 6 tasks (66.7%" in md
+    assert "over the 5 decided tasks): p = 0.38." in md and "| 1 | 4 | 3 | 1 | 2 | 0.62 |" in md
     assert "## User-oriented instructions" in md and "| refine-af | 31.50 | 10.00 | 4 |" in md
     assert "| base (reference) | – | – | 0 |" in md
     assert store.read_bytes("compare/report.png").startswith(b"\x89PNG\r\n\x1a\n")
@@ -134,14 +137,17 @@ def test_headline():
     base = {t: 19.0 for t in tasks}
     report = compare({A: a, B: b, BASE: base}, A, B, base=BASE, n_boot=50)
     assert headline(report) == (
-        "REFINE-AF beats Self-Instruct on 7 of 12 SuperNI tasks (58%, 1 tie); mean ROUGE-L 23.1 vs 21.4 (base 19.0)"
+        "REFINE-AF beats Self-Instruct on 7 of 12 SuperNI tasks (58%), loses 4, 1 tie, sign test p = 0.55; "
+        "mean ROUGE-L 23.1 vs 21.4 (base 19.0)"
     )
     report = compare({A: a, B: b}, A, B, n_boot=50, tie_tolerance=1.5, metric="exact_match")
     assert headline(report, tasks="tasks") == (
-        "REFINE-AF beats Self-Instruct on 7 of 12 tasks (58%, 5 ties); mean exact match 23.1 vs 21.4"
+        "REFINE-AF beats Self-Instruct on 7 of 12 tasks (58%), loses 0, 5 ties, sign test p = 0.016; "
+        "mean exact match 23.1 vs 21.4"
     )
     report = compare({"x": {"t": 1.0}, "y": {"t": 2.0}}, "x", "y", n_boot=10)
-    assert headline(report) == "x beats y on 0 of 1 SuperNI tasks (0%, 0 ties); mean ROUGE-L 1.0 vs 2.0"
+    assert headline(report) == ("x beats y on 0 of 1 SuperNI tasks (0%), loses 1, 0 ties, sign test p = 1; "
+                                "mean ROUGE-L 1.0 vs 2.0")
 
 
 def test_cli_run_prints_the_headline(tmp_path):
@@ -151,7 +157,8 @@ def test_cli_run_prints_the_headline(tmp_path):
     assert res.exit_code == 0, res.output
     lines = res.output.strip().splitlines()
     assert lines[-2] == (
-        "REFINE-AF beats Self-Instruct on 4 of 6 SuperNI tasks (67%, 1 tie); mean ROUGE-L 30.8 vs 27.4 (base 12.5)"
+        "REFINE-AF beats Self-Instruct on 4 of 6 SuperNI tasks (67%), loses 1, 1 tie, sign test p = 0.38; "
+        "mean ROUGE-L 30.8 vs 27.4 (base 12.5)"
     )
     assert lines[-1] == f"report: {store.root}/compare/report.md"
     # a run that leaves compare out prints no (possibly stale) headline

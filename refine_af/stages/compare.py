@@ -59,6 +59,7 @@ def run(ctx: StageContext) -> None:
     ctx.write_output("report.png", compare.plot(report))
     ctx.counts.update(tasks=report["n_tasks"], arms=len(arms))
     ctx.metrics.update(share_won=round(report["share"][A], 4), wins=report["wins"],
+                       sign_test_p=round(report["sign_test"]["p"], 4),
                        mean={arm: None if m["mean"] is None else round(m["mean"], 2)
                              for arm, m in report["means"].items()})
     ctx.provenance.update(sources=report["sources"])
