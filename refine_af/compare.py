@@ -20,7 +20,8 @@ per-task scores (ROUGE-L, 0..100, from `refine_af.superni.score_tasks`) for two 
 Tasks scored by only one of the arms are listed under "unmatched" and left out of every number.
 `render_markdown` and `plot` (matplotlib, object API: no pyplot state, no GUI backend) present the same dict, and
 `headline` says it in one line. A report may carry an optional "user_oriented" entry ({arm: {"rougeL",
-"exact_match", "n"} or None}, added by the compare stage), which `render_markdown` shows as a secondary section.
+"exact_match", "n"} or None}, added by the compare stage), which `render_markdown` shows as a secondary section, and
+an optional "decontamination" entry ({arm: {"enabled", "threshold", "checked", "dropped", "by_task"}}), shown last.
 """
 
 from __future__ import annotations
@@ -336,7 +337,24 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                 lines.append(f"| {_cell(label)} | {_num(u['rougeL'])} | {_num(u['exact_match'])} | {u['n']} |")
             else:
                 lines.append(f"| {_cell(label)} | – | – | 0 |")
+    lines += _decontamination_section(report)
     return "\n".join(lines) + "\n"
+
+
+def _decontamination_section(report: Mapping[str, Any]) -> list[str]:
+    """Per training arm: rows its instances stage dropped for reproducing an evaluation text, by evaluation task."""
+    deco = report.get("decontamination") or {}
+    if not deco:
+        return []
+    lines = ["", "## Decontamination (training instances dropped for matching an evaluation text)", "",
+             "| arm | checked | dropped | ROUGE-L F above | by evaluation task |", "|---|---:|---:|---:|---|"]
+    for arm, d in deco.items():
+        if not d or not d["enabled"]:
+            lines.append(f"| {_cell(arm)} | – | – | – | off: not checked |")
+            continue
+        tasks = ", ".join(f"{k} ({v})" for k, v in (d.get("by_task") or {}).items()) or "none"
+        lines.append(f"| {_cell(arm)} | {d['checked']} | {d['dropped']} | {d['threshold']:g} | {_cell(tasks)} |")
+    return lines
 
 
 def headline(report: Mapping[str, Any], tasks: str = "SuperNI tasks") -> str:

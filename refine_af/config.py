@@ -83,6 +83,10 @@ class InstancesConfig(_Section):
     top_p: float = Field(0.95, gt=0, le=1)
     max_new_tokens: int = Field(64, ge=8)
     shards: int = Field(1, ge=1)  # pods generating in parallel on the cluster; any count gives the same dataset
+    # drop rows whose instruction, or input + output, has ROUGE-L F above the threshold against an evaluation text
+    # (the evaluate section's SuperNI definitions and instances, user-oriented instructions): refine_af/decontaminate.py
+    decontaminate: bool = True
+    decontaminate_threshold: float = Field(0.7, gt=0, le=1)  # Self-Instruct's near-duplicate level
 
 
 class LoraSettings(_Section):

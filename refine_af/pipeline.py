@@ -89,6 +89,9 @@ OPERATIONAL = ("evaluate.include_base", "evaluate.shards", "instances.shards", "
                "sft.checkpoint_every")
 
 INSTANCE_PROMPTS = ("instance_input_first", "instance_output_first")
+# The evaluation sets an instances stage decontaminates its dataset against (instances.decontaminate)
+EVAL_SET = ("evaluate.superni", "evaluate.split", "evaluate.max_tasks", "evaluate.max_instances_per_task",
+            "evaluate.user_oriented", "evaluate.max_user_oriented")
 
 
 def _per_arm() -> tuple[Stage, ...]:
@@ -99,8 +102,9 @@ def _per_arm() -> tuple[Stage, ...]:
             Stage(f"instances-{arm}", "refine_af.stages.instances:run",
                   inputs={"instructions": "instructions/instructions", **policy},
                   outputs={"dataset": Output("dataset.jsonl"), "alpaca": Output("alpaca.json"),
-                           "parquet": Output("dataset.parquet"), "card": Output("README.md")},
-                  config=("model", "seed", "instances"), prompts=INSTANCE_PROMPTS, resources=GPU_GENERATE,
+                           "parquet": Output("dataset.parquet"), "card": Output("README.md"),
+                           "decontamination": Output("decontamination.json")},
+                  config=("model", "seed", "instances", *EVAL_SET), prompts=INSTANCE_PROMPTS, resources=GPU_GENERATE,
                   params={"arm": arm}, metrics={"kept": "counts.kept", "dropped": "counts.dropped"},
                   links=("card",), deadline=12 * HOUR, shards="instances.shards"),
             Stage(f"sft-{arm}", "refine_af.stages.sft:run", inputs={"dataset": f"instances-{arm}/dataset"},
@@ -141,7 +145,8 @@ STAGES: tuple[Stage, ...] = (
           links=("scores",), deadline=12 * HOUR, shards="evaluate.shards"),
     Stage("compare", "refine_af.stages.compare:run",
           inputs={"refine-af": "evaluate-refine-af/scores", "self-instruct": "evaluate-self-instruct/scores",
-                  "base": "evaluate-base/scores"},
+                  "base": "evaluate-base/scores",
+                  **{f"decontamination-{arm}": f"instances-{arm}/decontamination" for arm in ARMS}},
           outputs={"report": Output("report.json"), "report_md": Output("report.md"), "plot": Output("report.png")},
           config=("compare",), metrics={"share-won": "metrics.share_won", "mean-refine-af": "metrics.mean.refine-af",
                                         "mean-self-instruct": "metrics.mean.self-instruct"},

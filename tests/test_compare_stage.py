@@ -37,13 +37,24 @@ def _scores(arm, **settings):
             "user_oriented": user}
 
 
-def _run(tmp_path, arms=(A, B, BASE), **overrides):
-    """A run store where evaluate-<arm> is done for `arms`; overrides replace an arm's scores.json content."""
+DECONTAMINATION = {  # what instances-<arm> writes: refine-af dropped 3 training instances, self-instruct none
+    A: {"enabled": True, "threshold": 0.7, "checked": 40, "dropped": 3, "by_task": {"superni/t1": 2, "superni/t5": 1},
+        "eval_sets": {"superni": {"location": "builtin", "tasks": 6}, "user_oriented": None}, "rows": [{"x": 1}] * 3},
+    B: {"enabled": True, "threshold": 0.7, "checked": 38, "dropped": 0, "by_task": {}, "eval_sets": {}, "rows": []},
+}
+
+
+def _run(tmp_path, arms=(A, B, BASE), decontamination=DECONTAMINATION, **overrides):
+    """A run store where evaluate-<arm> is done for `arms` and instances-<arm> for the training arms; overrides replace
+    an arm's scores.json content."""
     store = FileStore(str(tmp_path / "run"))
     for arm in arms:
         data = overrides.get(arm.replace("-", "_"), _scores(arm))
         store.write_bytes(f"evaluate-{arm}/scores.json", data if isinstance(data, bytes) else json.dumps(data).encode())
         write_json(store, f"evaluate-{arm}/manifest.json", {"stage": f"evaluate-{arm}", "fingerprint": f"fp-{arm}"})
+    for arm in (A, B):
+        write_json(store, f"instances-{arm}/decontamination.json", decontamination[arm])
+        write_json(store, f"instances-{arm}/manifest.json", {"stage": f"instances-{arm}", "fingerprint": f"fi-{arm}"})
     return store
 
 
@@ -71,19 +82,25 @@ def test_report_matches_hand_computation(tmp_path):
     assert cats["Title Generation"]["means"] == {A: 45.0, B: 40.0, BASE: 10.0}
     assert report["user_oriented"] == USER
     assert report["sources"][BASE] == f"{store.uri}/evaluate-base/scores.json"
+    assert report["decontamination"][A] == {k: v for k, v in DECONTAMINATION[A].items() if k != "rows"}
+    assert report["decontamination"][B]["dropped"] == 0
 
     md = store.read_bytes("compare/report.md").decode()
     assert "**refine-af wins on 4 of 6 tasks (66.7%" in md
     assert "over the 5 decided tasks): p = 0.38." in md and "| 1 | 4 | 3 | 1 | 2 | 0.62 |" in md
     assert "## User-oriented instructions" in md and "| refine-af | 31.50 | 10.00 | 4 |" in md
     assert "| base (reference) | – | – | 0 |" in md
+    assert "## Decontamination" in md and "| refine-af | 40 | 3 | 0.7 | superni/t1 (2), superni/t5 (1) |" in md
+    assert "| self-instruct | 38 | 0 | 0.7 | none |" in md
     assert store.read_bytes("compare/report.png").startswith(b"\x89PNG\r\n\x1a\n")
 
     manifest = read_manifest(store, "compare")
     assert manifest["metrics"]["share_won"] == round(4 / 6, 4)
     assert manifest["metrics"]["wins"] == {A: 4, B: 1, "tie": 1}
     assert manifest["metrics"]["mean"] == {A: round(185 / 6, 2), B: round(164.5 / 6, 2), BASE: 12.5}
-    assert manifest["parents"] == {f"evaluate-{a}": f"fp-{a}" for a in (A, B, BASE)}
+    assert manifest["parents"] == {**{f"evaluate-{a}": f"fp-{a}" for a in (A, B, BASE)},
+                                   **{f"instances-{a}": f"fi-{a}" for a in (A, B)}}
+    assert manifest["counts"]["contaminated"] == {A: 3, B: 0}
     assert run_stage(_config(store), "compare", store) == "skipped"
 
 
@@ -128,6 +145,18 @@ def test_bad_scores_file(tmp_path, content, fragment):
         run_stage(_config(store), "compare", store)
     assert "evaluate-self-instruct/scores.json" in str(err.value) and fragment in str(err.value)
     assert store.list("compare") == []
+
+
+def test_decontamination_off_and_missing(tmp_path):
+    off = {**DECONTAMINATION, B: {"enabled": False, "threshold": 0.7, "checked": 0, "eval_sets": None}}
+    store = _run(tmp_path, decontamination=off)
+    assert run_stage(_config(store), "compare", store) == "done"
+    assert read_json(store, "compare/report.json")["decontamination"][B]["enabled"] is False
+    assert "| self-instruct | – | – | – | off: not checked |" in store.read_bytes("compare/report.md").decode()
+    assert read_manifest(store, "compare")["counts"]["contaminated"] == {A: 3}
+    store.delete("instances-self-instruct/decontamination.json")
+    with pytest.raises(RefineError, match="instances-self-instruct/decontamination.json does not exist"):
+        run_stage(_config(store, "compare.n_boot=100"), "compare", store)
 
 
 def test_headline():

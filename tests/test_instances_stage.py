@@ -72,6 +72,9 @@ def test_self_instruct_arm_exports_load_back(tmp_path, builtin_dir):
     assert parquet.to_list() == rows
     card = store.read_bytes("instances-self-instruct/README.md").decode()
     assert f"Instances: {len(rows)}" in card and "data_files: dataset.parquet" in card
+    decontamination = json.loads(store.read_bytes("instances-self-instruct/decontamination.json"))
+    assert decontamination["enabled"] and decontamination["checked"] == counts["kept"] + decontamination["dropped"]
+    assert "- Decontamination: " in card
 
 
 def test_refine_af_arm_needs_the_rl_adapter(tmp_path, tiny_model_dir):

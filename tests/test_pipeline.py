@@ -17,7 +17,8 @@ def test_the_graph_validates_and_parents_follow_from_inputs():
     validate()
     assert stage("instances-refine-af").parents == ("instructions", "rl")
     assert stage("instances-self-instruct").parents == ("instructions",)
-    assert stage("compare").parents == ("evaluate-refine-af", "evaluate-self-instruct", "evaluate-base")
+    assert stage("compare").parents == ("evaluate-refine-af", "evaluate-self-instruct", "evaluate-base",
+                                        "instances-refine-af", "instances-self-instruct")  # their decontamination
     assert input_key(stage("instances-refine-af"), "adapter") == "rl/adapter"  # a directory: no trailing slash
     assert input_key(stage("sft-self-instruct"), "dataset") == "instances-self-instruct/dataset.jsonl"
     assert {s.name for s in STAGES if s.shards} == {"instances-refine-af", "instances-self-instruct",

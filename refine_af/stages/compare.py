@@ -5,13 +5,17 @@
 Each arm's per-task SuperNI score (`compare.metric`, 0..100) from its `evaluate-<arm>` stage goes into
 `refine_af.compare.compare`: wins, ties and shares per task, means over tasks with bootstrap intervals (seeded by the
 run's `seed`), a per-category table, and the untuned base model as a reference row when `evaluate.include_base`.
-The user-oriented scores of each arm are added as a secondary section. The arms must have been evaluated with the
-same `evaluate` settings: numbers from different eval sets are not comparable.
+The user-oriented scores of each arm are added as a secondary section, and each arm's decontamination (how many
+training instances its instances stage dropped for reproducing an evaluation text, by evaluation task) as another.
+The arms must have been evaluated with the same `evaluate` settings: numbers from different eval sets are not
+comparable.
 
 Inputs:  `refine-af`, `self-instruct`, `base` (each arm's evaluate stage's scores.json; base only when
          evaluate.include_base switches its stage on)
-Outputs: <run>/compare/report.json   `refine_af.compare.compare`'s dict + "user_oriented" {arm: overall or null}
-                                     and "sources" {arm: scores.json URI}
+         `decontamination-<arm>` (each training arm's instances stage's decontamination.json)
+Outputs: <run>/compare/report.json   `refine_af.compare.compare`'s dict + "user_oriented" {arm: overall or null},
+                                     "decontamination" {arm: enabled, threshold, checked, dropped, by_task,
+                                     eval_sets} and "sources" {arm: scores.json URI}
          <run>/compare/report.md     the same as Markdown (`refine_af.compare.render_markdown`)
          <run>/compare/report.png    per-task differences and per-arm means (`refine_af.compare.plot`)
 """
@@ -27,6 +31,7 @@ from refine_af.runner import StageContext
 from refine_af.store import Store
 
 A, B, BASE = "refine-af", "self-instruct", "base"
+SUMMARY = ("enabled", "threshold", "checked", "dropped", "by_task", "eval_sets")  # decontamination.json minus rows
 
 
 def run(ctx: StageContext) -> None:
@@ -37,6 +42,7 @@ def run(ctx: StageContext) -> None:
     # 1. Every arm's scores, checked before the prefix is claimed.
     scores = {arm: _read_scores(ctx.store, keys[arm]) for arm in arms}
     _check_same_settings(scores)
+    decontamination = {arm: _read_decontamination(ctx.store, ctx.input(f"decontamination-{arm}")) for arm in (A, B)}
     per_task = {arm: {task: s[cfg.metric] for task, s in sc["superni"]["per_task"].items()}
                 for arm, sc in scores.items()}
     categories = {task: s.get("category", compare.UNCATEGORIZED)
@@ -50,6 +56,7 @@ def run(ctx: StageContext) -> None:
     except ValueError as e:
         raise RefineError(f"stage {ctx.name}: {e}") from None
     report["user_oriented"] = {arm: (sc.get("user_oriented") or {}).get("overall") for arm, sc in scores.items()}
+    report["decontamination"] = decontamination
     report["sources"] = {arm: f"{ctx.store.uri}/{keys[arm]}" for arm in arms}
     ctx.begin()
 
@@ -57,7 +64,8 @@ def run(ctx: StageContext) -> None:
     ctx.write_output("report.json", (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode())
     ctx.write_output("report.md", compare.render_markdown(report).encode())
     ctx.write_output("report.png", compare.plot(report))
-    ctx.counts.update(tasks=report["n_tasks"], arms=len(arms))
+    ctx.counts.update(tasks=report["n_tasks"], arms=len(arms),
+                      contaminated={arm: d["dropped"] for arm, d in decontamination.items() if d["enabled"]})
     ctx.metrics.update(share_won=round(report["share"][A], 4), wins=report["wins"],
                        sign_test_p=round(report["sign_test"]["p"], 4),
                        mean={arm: None if m["mean"] is None else round(m["mean"], 2)
@@ -83,6 +91,19 @@ def _read_scores(store: Store, key: str) -> dict[str, Any]:
     if user is not None and not (isinstance(user, dict) and isinstance(user.get("overall"), dict)):
         raise RefineError(f"{where}: field 'user_oriented' must be null or hold 'overall'")
     return data
+
+
+def _read_decontamination(store: Store, key: str) -> dict[str, Any]:
+    where = f"{store.uri}/{key}"
+    try:
+        data = json.loads(store.read_bytes(key))
+    except FileNotFoundError:
+        raise RefineError(f"{where} does not exist: run stage {key.split('/')[0]} first") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RefineError(f"{where}: not valid JSON ({e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("enabled"), bool):
+        raise RefineError(f"{where}: missing field 'enabled' (expected the instances stage's decontamination.json)")
+    return {k: data.get(k) for k in SUMMARY}
 
 
 def _check_same_settings(scores: dict[str, dict]) -> None:

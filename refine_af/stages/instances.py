@@ -11,11 +11,19 @@ Generation is sharded (`instances.shards`): each sample draws from its own seed,
 instruction and the sample's index (the same in both arms, so the arms differ by their policy, not by their draws),
 so any shard count or batch size gives the same dataset. Filtering happens after the merge, over all completions.
 
+Decontamination (`instances.decontaminate`, on by default): a kept row whose instruction, or input + output, has
+ROUGE-L F above `instances.decontaminate_threshold` against a text of the evaluation sets (those the `evaluate`
+section names: SuperNI definitions and evaluated instances, user-oriented instructions and instances) is dropped as
+"contaminated" and named, with the evaluation task it matched, in decontamination.json and the dataset card
+(`refine_af.decontaminate`). The evaluation sets are loaded before generation, so a bad location costs no model time.
+
 Inputs:  `instructions` (the instructions stage's accepted instructions), `adapter` (arm refine-af: the RL policy)
 Outputs: <run>/instances-<arm>/dataset.jsonl      instruction, input, output + provenance, one row per instance
          <run>/instances-<arm>/alpaca.json        the same rows as Alpaca-style JSON (instruction, input, output)
          <run>/instances-<arm>/dataset.parquet    the same rows, loadable with `datasets.load_dataset("parquet", ...)`
-         <run>/instances-<arm>/README.md          a dataset card: counts, models, config
+         <run>/instances-<arm>/README.md          a dataset card: counts, models, config, decontamination
+         <run>/instances-<arm>/decontamination.json  the evaluation sets checked, the threshold, drops by task and
+                                                  every dropped row with the evaluation text it matched
          <run>/instances-<arm>/shards/            every completion as generated, per shard
 """
 
@@ -23,8 +31,9 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
-from refine_af import __version__, instance_format
+from refine_af import __version__, decontaminate, instance_format
 from refine_af.data import load_instructions
 from refine_af.errors import RefineError
 from refine_af.generate import SamplingParams
@@ -41,6 +50,8 @@ def run(ctx: StageContext) -> None:
     if adapter_key and not ctx.store.exists(f"{adapter_key}/adapter_config.json"):
         raise RefineError(f"stage {ctx.name} needs the RL adapter at {ctx.store.uri}/{adapter_key}/: "
                           "run the rl stage first")
+    eval_texts, eval_sets = decontaminate.load_eval_texts(ctx.config.evaluate, ctx.config.s3) \
+        if cfg.decontaminate else ([], None)
 
     # 1. per_instruction samples of every instruction, each with a seed of its own.
     jobs = [(row, k) for row in instructions for k in range(cfg.per_instruction)]
@@ -59,8 +70,17 @@ def run(ctx: StageContext) -> None:
     completions = ctx.shard_map(jobs, generate)
     ctx.begin()
 
-    # 2. Parse and filter.
+    # 2. Parse and filter; then drop what reproduces an evaluation text.
     rows, dropped = select([r for r, _ in jobs], [c["text"] for c in completions], arm)
+    report = {"enabled": cfg.decontaminate, "threshold": cfg.decontaminate_threshold, "eval_sets": eval_sets,
+              "checked": len(rows) if cfg.decontaminate else 0}
+    if cfg.decontaminate:
+        started = time.perf_counter()
+        rows, contaminated = decontaminate.Decontaminator(eval_texts, cfg.decontaminate_threshold).split(rows)
+        print(f"{ctx.name}: decontamination checked {report['checked']} rows against {len(eval_texts)} evaluation "
+              f"texts in {time.perf_counter() - started:.2f} s, dropped {len(contaminated)}")
+        dropped["contaminated"] = len(contaminated)
+        report.update(dropped=len(contaminated), by_task=_by_task(contaminated), rows=contaminated)
     if not rows:
         ctx.store.delete(ctx.name)  # nothing half-written: the stage did not happen
         raise RefineError(f"{ctx.name}: every instance was dropped ({_reasons(dropped)}) out of {len(jobs)}: "
@@ -71,13 +91,15 @@ def run(ctx: StageContext) -> None:
     alpaca = [{"instruction": r["instruction"], "input": r["input"], "output": r["output"]} for r in rows]
     ctx.write_output("alpaca.json", json.dumps(alpaca, indent=1, ensure_ascii=False).encode())
     ctx.write_output("dataset.parquet", _parquet(rows))
+    ctx.write_output("decontamination.json", (json.dumps(report, indent=1, ensure_ascii=False) + "\n").encode())
     ctx.counts.update(instructions=len(instructions), generated=len(jobs), kept=len(rows),
                       dropped=sum(dropped.values()), dropped_by_reason=dropped,
-                      instructions_covered=len({r["instruction_id"] for r in rows}))
+                      instructions_covered=len({r["instruction_id"] for r in rows}),
+                      contaminated_by_task=report.get("by_task", {}))
     ctx.provenance.update(arm=arm, model=describe(ctx.config.model),
                           adapter=f"{ctx.store.uri}/{adapter_key}" if adapter_key else None,
                           prompts=list(ctx.stage.prompts))
-    ctx.write_output("README.md", _card(ctx, arm, rows).encode())
+    ctx.write_output("README.md", _card(ctx, arm, rows, report).encode())
 
 
 def select(jobs: list[dict], texts: list[str], arm: str) -> tuple[list[dict], dict[str, int]]:
@@ -104,6 +126,27 @@ def select(jobs: list[dict], texts: list[str], arm: str) -> tuple[list[dict], di
     return rows, dropped
 
 
+def _by_task(contaminated: list[dict]) -> dict[str, int]:
+    """Dropped rows per evaluation task ("<set>/<task>"), most first."""
+    counts: dict[str, int] = {}
+    for r in contaminated:
+        name = f"{r['match']['set']}/{r['match']['task']}"
+        counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _decontamination_line(report: dict) -> str:
+    if not report["enabled"]:
+        return "off (instances.decontaminate: false): the rows were not checked against the evaluation sets"
+    sets = report["eval_sets"]
+    against = f"{sets['superni']['tasks']} SuperNI tasks ({sets['superni']['instances']} instances)"
+    if sets["user_oriented"]:
+        against += f" and {sets['user_oriented']['instructions']} user-oriented instructions"
+    tasks = ", ".join(f"{k}: {v}" for k, v in report["by_task"].items())
+    return (f"{report['dropped']} of {report['checked']} instances dropped for ROUGE-L F > {report['threshold']:g} "
+            f"against {against}" + (f" (by evaluation task: {tasks}; rows in decontamination.json)" if tasks else ""))
+
+
 def _reasons(dropped: dict[str, int]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in dropped.items() if v) or "none"
 
@@ -116,7 +159,7 @@ def _parquet(rows: list[dict]) -> bytes:
     return buffer.getvalue()
 
 
-def _card(ctx: StageContext, arm: str, rows: list[dict]) -> str:
+def _card(ctx: StageContext, arm: str, rows: list[dict], decontamination: dict) -> str:
     c = ctx.counts
     return f"""---
 license: apache-2.0
@@ -131,9 +174,10 @@ Generated by refine-af {__version__} (REFINE-AF, arXiv 2505.06548).
 
 - Instances: {len(rows)} from {c['instructions_covered']} of {c['instructions']} instructions
   ({c['generated']} generated, {c['dropped']} dropped: {_reasons(c['dropped_by_reason'])})
+- Decontamination: {_decontamination_line(decontamination)}
 - Generator: {describe(ctx.config.model)}{' + the RL-trained LoRA adapter' if arm == 'refine-af' else ''}
 - Config: `{json.dumps(config_slice(ctx.config, 'instances'))}`, seed {ctx.config.seed}
-- Files: dataset.jsonl, alpaca.json (instruction/input/output), dataset.parquet
+- Files: dataset.jsonl, alpaca.json (instruction/input/output), dataset.parquet, decontamination.json
 
 Load it with `datasets.load_dataset("parquet", data_files="dataset.parquet")`.
 """
