@@ -14,6 +14,10 @@ because ROUGE-L F-measure is length-normalised: a training instance that copies 
 any threshold against the test task's definition + instance, a text several times longer. The same holds for a short
 instruction quoting part of a long definition: it is not caught, as Self-Instruct's overlap analysis would not either.
 
+Very short texts are left as they are: a one-word row can only score above 0.7 against an evaluation text of one or
+two words, and such a match is reported with the rest, not hidden by a length cut that would also spare short copies
+(a word-analogy instance is four tokens).
+
 The match is named (set, task, instance id, kind, score, the evaluation text) so a dataset card can say what was
 dropped and why. `Decontaminator` builds one filter per kind once; a check is a pruned index lookup, not a scan.
 """
