@@ -110,9 +110,11 @@ class _RewardTerm(_Section):
 
 
 class _ModelTerm(_RewardTerm):
-    # squash of likelihood / reward-model scorers: sigma((x - center) / scale); ignored by unieval and judge
-    center: float = Field(0.0, strict=True)
-    scale: float = Field(1.0, gt=0)
+    # the term's value: sigma((x - center) / scale) of the scorer's raw value x (log-odds for unieval and judge).
+    # None: the scorer's own -- documented constants for the likelihood scorers (see refine_af/rewards.py), the mean
+    # and std of x over the fixed calibration set (rewards.calibration_set) for sequence_classifier, unieval, judge
+    center: float | None = Field(None, strict=True)
+    scale: float | None = Field(None, gt=0)
     question: str | None = None  # judge only: the yes/no question (None: the term's default question)
 
 
@@ -120,21 +122,18 @@ class RewardModelTerm(_ModelTerm):
     """`reward_model`: conditional_logprob (CPU stand-in) | sequence_classifier (preset: OpenAssistant's RM) | judge."""
 
     scorer: Literal["conditional_logprob", "sequence_classifier", "judge"] = "conditional_logprob"
-    center: float = Field(-2.5, strict=True)
 
 
 class NaturalnessTerm(_ModelTerm):
     """`naturalness`: mean_logprob (CPU) | unieval (preset: MingZhong/unieval-dialog) | judge."""
 
     scorer: Literal["mean_logprob", "unieval", "judge"] = "mean_logprob"
-    center: float = Field(-4.0, strict=True)
 
 
 class CoherenceTerm(_ModelTerm):
     """`coherence`: pmi (CPU) | conditional_logprob | unieval | judge."""
 
     scorer: Literal["pmi", "conditional_logprob", "unieval", "judge"] = "pmi"
-    scale: float = Field(0.5, gt=0)
 
 
 class UnderstandabilityTerm(_ModelTerm):
@@ -142,7 +141,6 @@ class UnderstandabilityTerm(_ModelTerm):
 
     scorer: Literal["input_logprob", "unieval", "judge"] = "input_logprob"
     weight: float = Field(0.5, strict=True)
-    center: float = Field(-3.5, strict=True)
     empty_input: float = Field(0.5, ge=0, le=1)  # input_logprob's score for an empty input: neutral
 
 
@@ -164,10 +162,15 @@ class LengthTerm(_RewardTerm):
 
 
 class RewardConfig(_Section):
-    """The composite reward: total = sum over terms of weight * scorer(instruction, input, output).
+    """The composite reward, one of two combinations of the terms (formulas in `refine_af/rewards.py`):
 
-    The defaults are the CPU preset (likelihoods under the run's model; formulas in `refine_af/rewards.py`). The
-    paper's scorers, for GPU pods (`refine_af.rewards.CLUSTER_PRESET`):
+        weighted_sum:   total = sum over terms of weight * term value (each squashed into (0, 1))
+        instructmining: total = -expected_loss(raw Rew, Und, Nat, Coh) + length.weight * length, InstructMining's
+                        published rule (Cao et al. 2023) on the raw indicators; needs the paper's scorers, and the
+                        four indicator terms' weights are not used (the rule's coefficients are)
+
+    The defaults are the CPU preset (likelihoods under the run's model). The paper's scorers, for GPU pods
+    (`refine_af.rewards.CLUSTER_PRESET`):
 
         reward:
           reward_model:      {scorer: sequence_classifier, model: "hf:OpenAssistant/oasst-rm-2.1-pythia-1.4b-epoch-2.5"}
@@ -182,6 +185,25 @@ class RewardConfig(_Section):
     coherence: CoherenceTerm = CoherenceTerm()
     understandability: UnderstandabilityTerm = UnderstandabilityTerm()
     length: LengthTerm = LengthTerm()
+    combination: Literal["weighted_sum", "instructmining"] = "weighted_sum"
+
+    @field_validator("combination")
+    @classmethod
+    def _rule_scorers(cls, v: str, info: Any) -> str:
+        if v != "instructmining":
+            return v
+        # the rule's coefficients were fitted on these models' raw scales, so another scorer would make them noise
+        need = {"reward_model": "sequence_classifier", "naturalness": "unieval", "coherence": "unieval",
+                "understandability": "unieval"}
+        for term, scorer in need.items():
+            cfg = info.data.get(term)
+            if cfg is None:  # that term failed validation itself
+                continue
+            if cfg.scorer != scorer:
+                raise ValueError(f"instructmining needs {term}.scorer: {scorer} (got {cfg.scorer})")
+            if cfg.weight == 0:
+                raise ValueError(f"instructmining needs {term} (its weight 0 would switch it off)")
+        return v
 
 
 class GRPOSettings(_Section):

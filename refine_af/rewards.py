@@ -1,17 +1,45 @@
-"""Automated-feedback rewards for the rl stage: scorers for each term and their weighted sum.
+"""Automated-feedback rewards for the rl stage: scorers for each term and their combination.
 
 An instance is a triple (instruction, input, output); the policy writes the input and the output. REFINE-AF
-(arXiv 2505.06548) scores it with five terms, summed with weights from the config (`rl.reward.<term>.weight`):
+(arXiv 2505.06548) scores it with five terms, each filled by a named scorer (`rl.reward.<term>.scorer`), so the
+manifest can say what filled it. Every scorer maps a batch to `list[float]` (trl's reward shape:
+`scorer(instructions, inputs, outputs, **kwargs)`), and the terms combine in one of two ways (`rl.reward.combination`):
 
-    total = sum_t weight_t * score_t(instruction, input, output)
+    weighted_sum    total = sum_t weight_t * value_t                    (weights: `rl.reward.<term>.weight`)
+    instructmining  total = -expected_loss + weight_length * value_length, with InstructMining's rule
+                    (Cao et al. 2023, arXiv 2307.06290) fitted on exactly these indicators and models:
+                    expected_loss = 0.0274 - 0.0078 Rew + 0.4421 Und - 0.3212 Nat - 0.1520 Coh
 
-Each term is filled by a named scorer (`rl.reward.<term>.scorer`), so the manifest can say what filled it.
-Every scorer maps a batch to `list[float]` (trl's reward shape: `scorer(instructions, inputs, outputs, **kwargs)`).
+The REFINE-AF paper's own reward equation could not be checked here; weighted_sum with unit weights is this
+project's reading of it. The rule takes each indicator on its raw scale: Rew is the reward model's raw logit, Und,
+Nat and Coh are UniEval's probabilities P(Yes) / (P(Yes) + P(No)); so under instructmining those four terms report
+their raw values (`RewardBreakdown.raw`) and their weights are the negated coefficients. The rule was fitted to
+dataset means of the indicators; it is linear, so a dataset's mean reward is the rule at the dataset's means. (GRPO
+sums the terms itself: its totals lack the constant -0.0274, which moves no advantage.)
+
+Term values under weighted_sum. Each model scorer has a raw value x per instance (nats, a logit or a probability)
+and the term's value is its squash into (0, 1):
+
+    value = sigma((x - center) / scale)          (x is the log-odds log(p / (1 - p)) for the probability scorers)
+
+so no term sits at a bound where its gradient signal is gone. center and scale are the scorer's own unless the
+config gives them (`rl.reward.<term>.center`, `.scale`):
+
+  - likelihood scorers (the CPU preset): documented constants, measured for the builtin model (below);
+  - sequence_classifier, unieval, judge: calibrated. center and scale are the mean and standard deviation of x over
+    a fixed calibration set (`calibration_set()`: 12 reference instances, each also with its output's words
+    shuffled, with another task's output, and with the output cut to its first half -- 48 instances of graded
+    quality), scored once when the scorer loads. A fixed set, not the first training batch, so the squash is the
+    same in every run, every resumed run and the probe, and is a property of the scoring model alone. A centre
+    tuned for one scorer puts another's values at one end: OpenAssistant's logits landed at 0.92..0.99 under the
+    CPU stand-in's centre -2.5, and UniEval's probabilities of fluent text crowd near 1. The centre and scale used
+    are in the manifest (`provenance.reward`), and the rl probe records each term's spread
+    (`probe.terms_spread`: mean, std, min, p10, p90, max) to check that the values stay inside (0, 1).
 
 CPU defaults. None of the paper's scorers ships offline, and the builtin 135M model is at chance as a yes/no judge,
 but its likelihoods separate fluent from shuffled and on-topic from off-topic text (GPTScore / BARTScore / PMI
 style). With `lp(y | c)` the mean per-token log-probability (nats) of text y after the prefix c, `chat(u)` the
-model's chat template with user message u and the assistant turn opened, and `sigma` the logistic function:
+model's chat template with user message u and the assistant turn opened:
 
     naturalness        mean_logprob         sigma((lp(output | chat(""))                   - center) / scale)
     coherence          pmi                  sigma((lp(output | chat(prompt)) - lp(output | chat(""))) / scale)
@@ -26,10 +54,10 @@ where prompt = instruction, plus "\\n\\n" + input when there is one, and n count
 empty output scores 0 on every likelihood term (the bottom of the squash). "No context" means the chat turn with an
 empty user message, so PMI isolates what the instruction adds to the output's likelihood, format held fixed.
 
-Defaults (`refine_af.config.RewardConfig`): center -4 (naturalness), -2.5 (reward_model), -3.5 (understandability),
-0 (coherence); scale 1, 0.5 for coherence; length window [1, 100] words. The centers sit between the builtin model's
-values for fluent text and for shuffled words (tests/test_rewards.py's examples: fluent outputs -1.3..-5.6
-nats/token without context, the same words shuffled -4.3..-10.6).
+The likelihood scorers' constants: center -4 (mean_logprob), -2.5 (conditional_logprob), -3.5 (input_logprob),
+0 (pmi); scale 1, 0.5 for pmi; length window [1, 100] words. The centers sit between the builtin model's values for
+fluent text and for shuffled words (tests/test_rewards.py's examples: fluent outputs -1.3..-5.6 nats/token without
+context, the same words shuffled -4.3..-10.6).
 
 Naturalness and the second PMI term are the same quantity: the likelihood scorers of one model share a cache, so a
 batch costs one forward pass per distinct (prefix, text) set: outputs alone, outputs after their prompt, inputs
@@ -37,13 +65,20 @@ after their instruction.
 
 Cluster scorers (the paper's; see `CLUSTER_PRESET`):
 
-    sequence_classifier  any AutoModelForSequenceClassification reward model, sigma((logit_0 - center) / scale);
-                         OpenAssistant's format "<|prompter|>{prompt}<|endoftext|><|assistant|>{output}<|endoftext|>"
-                         unless the tokenizer has a chat template
-    unieval              UniEval boolean QA (MingZhong/unieval-dialog, T5): P(Yes) / (P(Yes) + P(No)) at the first
-                         decoder step, with UniEval's dialogue questions; the dialogue history is the prompt
+    sequence_classifier  any AutoModelForSequenceClassification reward model (OpenAssistant's GPT-NeoX reward
+                         model through `refine_af.oasst_rm`): x = logit_0 of the last real token; OpenAssistant's
+                         format "<|prompter|>{prompt}<|endoftext|><|assistant|>{output}<|endoftext|>" unless the
+                         tokenizer has a chat template
+    unieval              UniEval boolean QA (MingZhong/unieval-dialog, T5): x = P(Yes) / (P(Yes) + P(No)) at the
+                         first decoder step, with UniEval's dialogue questions; the dialogue history is the prompt.
+                         Its three terms share one loaded model
     judge                an instruction-tuned causal LM asked a yes/no question about the instance:
-                         sum P(yes variants) / sum P(yes and no variants) at the first reply token
+                         x = sum P(yes variants) / sum P(yes and no variants) at the first reply token
+
+Tokenisation: a whole prompt or text a model reads is tokenised by `refine_af.generate.base.encode` (the tokenizer's
+own BOS when it adds one, never twice, no EOS), the rule of every stage; a scored continuation is tokenised alone,
+without special tokens, so its tokens are exactly its own. (UniEval's T5 keeps its tokenizer's default, the EOS it
+was trained with.)
 
 Models load on first use (or `load()`), so a `CompositeReward` can be built, described and pickled cheaply.
 """
@@ -51,6 +86,7 @@ Models load on first use (or `load()`), so a `CompositeReward` can be built, des
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -91,8 +127,8 @@ JUDGE_TEMPLATE = "Instruction: {instruction}\nInput: {input}\nOutput: {output}\n
 class RewardBreakdown(NamedTuple):
     """Scores of one batch of n instances."""
 
-    total: list[float]  # (n,) weighted sum over the terms
-    raw: dict[str, list[float]]  # term -> (n,) scorer values, before weighting
+    total: list[float]  # (n,) the combination of the terms
+    raw: dict[str, list[float]]  # term -> (n,) term values, before weighting (instructmining: the raw indicators)
     weighted: dict[str, list[float]]  # term -> (n,) weight * raw
 
 
@@ -116,6 +152,110 @@ def task_of(item: Any) -> tuple[str, bool]:
 
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def _log_odds(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)  # a float softmax can give exactly 0 or 1
+    return math.log(p / (1 - p))
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    from refine_af.generate.base import encode
+
+    return encode(tokenizer, text)
+
+
+# -- calibration --------------------------------------------------------------------------------------------------
+
+CALIBRATION_EXAMPLES = [  # (instruction, input, a good output): varied tasks, with and without an input
+    ("Translate the sentence into French.", "Good morning, how are you?", "Bonjour, comment allez-vous ?"),
+    ("Give three tips for staying healthy.", "",
+     "Eat a balanced diet with plenty of vegetables, exercise regularly, and get enough sleep every night."),
+    ("What is the capital of France?", "", "The capital of France is Paris."),
+    ("Summarize the paragraph in one sentence.",
+     ("The city council voted on Tuesday to expand the public library, adding a new wing for children and "
+      "extending opening hours on weekends."),
+     "The city council approved expanding the library with a children's wing and longer weekend hours."),
+    ("Classify the sentiment of the review as positive or negative.",
+     "I loved this movie, the acting was wonderful and the story kept me hooked.",
+     "The sentiment of the review is positive."),
+    ("Write a short poem about the ocean.", "",
+     "The ocean waves roll in and out, whispering secrets to the sandy shore beneath the silver moon."),
+    ("Convert the temperature from Celsius to Fahrenheit.", "25 degrees Celsius",
+     "25 degrees Celsius is 77 degrees Fahrenheit."),
+    ("Explain why the sky is blue.", "",
+     "The sky looks blue because air molecules scatter short blue wavelengths of sunlight more than red ones."),
+    ("List the first five prime numbers.", "", "The first five prime numbers are 2, 3, 5, 7, and 11."),
+    ("Correct the grammar in the sentence.", "She go to school every days.", "She goes to school every day."),
+    ("Suggest a name for a new coffee shop.", "", "A good name for a new coffee shop would be The Daily Grind."),
+    ("Describe the main function of the heart.", "",
+     "The heart pumps blood through the body, delivering oxygen and nutrients to the organs."),
+]
+
+
+def calibration_set() -> tuple[list[str], list[str], list[str]]:
+    """(instructions, inputs, outputs) of the 48 calibration instances: each example as written, with its output's
+    words shuffled (seeded), with another example's output, and with its output cut to its first half.
+
+    Graded quality, so the spread of a scorer's values on it is the spread between good and poor instances; empty
+    outputs are left out (an unparseable completion is an extreme, not part of the range a term should resolve).
+    """
+    import random
+
+    rng = random.Random(0)
+    instr = [e[0] for e in CALIBRATION_EXAMPLES]
+    inputs = [e[1] for e in CALIBRATION_EXAMPLES]
+    good = [e[2] for e in CALIBRATION_EXAMPLES]
+    shuffled = []
+    for text in good:
+        words = text.split()
+        rng.shuffle(words)
+        shuffled.append(" ".join(words))
+    half = len(good) // 2
+    off_topic = good[half:] + good[:half]
+    cut = [" ".join(text.split()[: max(1, len(text.split()) // 2)]) for text in good]
+    return instr * 4, inputs * 4, good + shuffled + off_topic + cut
+
+
+class Squashed:
+    """A model scorer: `raw()` gives its natural value x per instance (nan: nothing to score), `__call__` the
+    term's value sigma((x' - center) / scale) with x' = x, or log(x / (1 - x)) for a probability (`log_odds`).
+
+    center / scale None: calibrated, the mean / standard deviation of x' over `calibration_set()`, computed once
+    (`calibrate()`, on the first call or at `CompositeReward.load()`) and kept when pickled.
+    """
+
+    center: float | None
+    scale: float | None
+    empty = 0.0  # the value of an instance with nothing to score (an empty output)
+    log_odds = False
+
+    def raw(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str]) -> list[float]:
+        raise NotImplementedError
+
+    def _x(self, value: float) -> float:
+        return _log_odds(value) if self.log_odds else value
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether center or scale comes from the calibration set."""
+        return getattr(self, "_calibrated", False) or self.center is None or self.scale is None
+
+    def calibrate(self) -> Squashed:
+        if self.center is None or self.scale is None:
+            xs = [self._x(v) for v in self.raw(*calibration_set()) if not math.isnan(v)]
+            if self.center is None:
+                self.center = statistics.fmean(xs)
+            if self.scale is None:
+                self.scale = statistics.pstdev(xs) or 1.0  # a constant scorer: any scale maps it to 0.5
+            self._calibrated = True
+        return self
+
+    def __call__(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str],
+                 **kwargs: Any) -> list[float]:
+        self.calibrate()
+        return [self.empty if math.isnan(v) else _sigmoid((self._x(v) - self.center) / self.scale)
+                for v in self.raw(instructions, inputs, outputs)]
 
 
 # -- scoring models: loaded once, shared by the scorers that name the same model ----------------------------------
@@ -178,7 +318,7 @@ class CausalScorer:
         tok, model = self.load().tokenizer, self.model
         seqs, n_text = [], []
         for prefix, text in pairs:  # tokenised apart, so the text's tokens are exactly its own
-            p = tok(prefix, add_special_tokens=False)["input_ids"]
+            p = _encode(tok, prefix)
             t = tok(text, add_special_tokens=False)["input_ids"]
             p = p or [tok.eos_token_id]  # the first text token needs something to be predicted from
             seqs.append(p + t)
@@ -204,8 +344,7 @@ class CausalScorer:
         no_ids = sorted({tok(w, add_special_tokens=False)["input_ids"][0] for w in no})
         out: list[float] = []
         for i in range(0, len(user_messages), self.batch_size):
-            seqs = [tok(self.chat_prefix(m), add_special_tokens=False)["input_ids"]
-                    for m in user_messages[i : i + self.batch_size]]
+            seqs = [_encode(tok, self.chat_prefix(m)) for m in user_messages[i : i + self.batch_size]]
             width = max(map(len, seqs))
             ids = torch.tensor([[tok.pad_token_id] * (width - len(s)) + s for s in seqs], device=model.device)
             mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=model.device)
@@ -218,66 +357,103 @@ class CausalScorer:
         return out
 
 
+class UniEvalModel:
+    """UniEval's T5 (boolean QA), loaded once for every dimension that names it; pickles without its weights."""
+
+    def __init__(self, ref: str = UNIEVAL, *, cache_dir: str | None = None, s3: Any = None, device: str = "auto",
+                 batch_size: int = 8, model: Any = None, tokenizer: Any = None):
+        self.ref, self.cache_dir, self.s3, self.device, self.batch_size = ref, cache_dir, s3, device, batch_size
+        self.model, self.tokenizer = model, tokenizer
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "model": None, "tokenizer": None}
+
+    def load(self) -> UniEvalModel:
+        if self.model is None:
+            from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+            from refine_af.models import pick_device, resolve
+
+            path = resolve(self.ref, self.cache_dir, self.s3)
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForSeq2SeqLM.from_pretrained(path).to(pick_device(self.device)).eval()
+        return self
+
+    def yes_probability(self, questions: Sequence[str]) -> list[float]:
+        """P(Yes) / (P(Yes) + P(No)) at the first decoder step for each question."""
+        import torch
+
+        self.load()
+        tok, model = self.tokenizer, self.model
+        yes, no = tok("Yes")["input_ids"][0], tok("No")["input_ids"][0]
+        out: list[float] = []
+        for i in range(0, len(questions), self.batch_size):
+            # T5 keeps its tokenizer's own special tokens (the closing </s> UniEval was trained with)
+            enc = tok(list(questions[i : i + self.batch_size]), return_tensors="pt", padding=True, truncation=True,
+                      max_length=1024).to(model.device)
+            start = torch.full((enc["input_ids"].shape[0], 1), model.config.decoder_start_token_id,
+                               device=model.device)
+            with torch.inference_mode():
+                logits = model(**enc, decoder_input_ids=start).logits[:, 0].float()
+            pair = torch.softmax(logits[:, [yes, no]], -1)  # = P(Yes) / (P(Yes) + P(No)) under the full softmax
+            out += pair[:, 0].tolist()
+        return out
+
+
 # -- CPU default scorers: likelihoods under a causal LM -------------------------------------------------------------
 
 
-class MeanLogprob:
-    """Naturalness: sigma((lp(output | chat("")) - center) / scale); 0 for an empty output."""
+class MeanLogprob(Squashed):
+    """Naturalness: x = lp(output | chat("")); sigma((x - center) / scale), 0 for an empty output."""
 
-    def __init__(self, lm: CausalScorer, center: float = -4.0, scale: float = 1.0):
+    def __init__(self, lm: CausalScorer, center: float | None = -4.0, scale: float | None = 1.0):
         self.lm, self.center, self.scale = lm, center, scale
 
-    def __call__(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str],
-                 **kwargs: Any) -> list[float]:
-        lp = self.lm.mean_logprobs([self.lm.chat_prefix("")] * len(outputs), outputs)
-        return [0.0 if math.isnan(x) else _sigmoid((x - self.center) / self.scale) for x in lp]
+    def raw(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str]) -> list[float]:
+        return self.lm.mean_logprobs([self.lm.chat_prefix("")] * len(outputs), outputs)
 
 
-class ConditionalLogprob:
-    """Reward-model stand-in: sigma((lp(output | chat(prompt)) - center) / scale); 0 for an empty output."""
+class ConditionalLogprob(Squashed):
+    """Reward-model stand-in: x = lp(output | chat(prompt)); sigma((x - center) / scale), 0 for an empty output."""
 
-    def __init__(self, lm: CausalScorer, center: float = -2.5, scale: float = 1.0):
+    def __init__(self, lm: CausalScorer, center: float | None = -2.5, scale: float | None = 1.0):
         self.lm, self.center, self.scale = lm, center, scale
 
-    def __call__(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str],
-                 **kwargs: Any) -> list[float]:
+    def raw(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str]) -> list[float]:
         prefixes = [self.lm.chat_prefix(join_prompt(i, x)) for i, x in zip(instructions, inputs, strict=True)]
-        lp = self.lm.mean_logprobs(prefixes, outputs)
-        return [0.0 if math.isnan(x) else _sigmoid((x - self.center) / self.scale) for x in lp]
+        return self.lm.mean_logprobs(prefixes, outputs)
 
 
-class PMI:
-    """Coherence: sigma((lp(output | chat(prompt)) - lp(output | chat(""))) / scale); 0 for an empty output.
+class PMI(Squashed):
+    """Coherence: x = lp(output | chat(prompt)) - lp(output | chat("")); sigma((x - center) / scale), 0 for an empty
+    output.
 
     Pointwise mutual information between the task and the output, per token: positive when the task makes the
     output more likely, 0.5 when the output ignores it.
     """
 
-    def __init__(self, lm: CausalScorer, center: float = 0.0, scale: float = 0.5):
+    def __init__(self, lm: CausalScorer, center: float | None = 0.0, scale: float | None = 0.5):
         self.lm, self.center, self.scale = lm, center, scale
 
-    def __call__(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str],
-                 **kwargs: Any) -> list[float]:
+    def raw(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str]) -> list[float]:
         prefixes = [self.lm.chat_prefix(join_prompt(i, x)) for i, x in zip(instructions, inputs, strict=True)]
         cond = self.lm.mean_logprobs(prefixes, outputs)
         free = self.lm.mean_logprobs([self.lm.chat_prefix("")] * len(outputs), outputs)
-        return [0.0 if math.isnan(c) else _sigmoid((c - f - self.center) / self.scale)
-                for c, f in zip(cond, free, strict=True)]
+        return [c - f for c, f in zip(cond, free, strict=True)]  # nan for an empty output
 
 
-class InputLogprob:
-    """Understandability: sigma((lp(input | instruction) - center) / scale); `empty_input` for an empty input.
+class InputLogprob(Squashed):
+    """Understandability: x = lp(input | instruction); sigma((x - center) / scale), `empty_input` for no input.
 
     The input continues the user's message after the instruction and a blank line, as a reader would meet it.
     """
 
-    def __init__(self, lm: CausalScorer, center: float = -3.5, scale: float = 1.0, empty_input: float = 0.5):
-        self.lm, self.center, self.scale, self.empty_input = lm, center, scale, empty_input
+    def __init__(self, lm: CausalScorer, center: float | None = -3.5, scale: float | None = 1.0,
+                 empty_input: float = 0.5):
+        self.lm, self.center, self.scale, self.empty = lm, center, scale, empty_input
 
-    def __call__(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str],
-                 **kwargs: Any) -> list[float]:
-        lp = self.lm.mean_logprobs([self.lm.user_prefix(i + "\n\n") for i in instructions], list(inputs))
-        return [self.empty_input if math.isnan(x) else _sigmoid((x - self.center) / self.scale) for x in lp]
+    def raw(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str]) -> list[float]:
+        return self.lm.mean_logprobs([self.lm.user_prefix(i + "\n\n") for i in instructions], list(inputs))
 
 
 class LengthWindow:
@@ -308,33 +484,42 @@ class LengthWindow:
 # -- cluster scorers: the paper's models, and a generic LLM judge -------------------------------------------------
 
 
-class Judge:
-    """An instruction-tuned causal LM asked `question` about the instance: P(yes) / (P(yes) + P(no)).
+class Judge(Squashed):
+    """An instruction-tuned causal LM asked `question` about the instance: x = P(yes) / (P(yes) + P(no)),
+    squashed in log-odds (calibrated unless center and scale are given; center 0, scale 1 gives x itself).
 
     The user message is JUDGE_TEMPLATE filled with the instance and the question; the probabilities are those of the
     first reply token, summed over "Yes"/"yes" and "No"/"no".
     """
 
-    def __init__(self, lm: CausalScorer, question: str):
-        self.lm, self.question = lm, question
+    log_odds = True
+
+    def __init__(self, lm: CausalScorer, question: str, center: float | None = None, scale: float | None = None):
+        self.lm, self.question, self.center, self.scale = lm, question, center, scale
 
     def messages(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str]) -> list[str]:
         return [JUDGE_TEMPLATE.format(instruction=i, input=x or "(none)", output=y, question=self.question)
                 for i, x, y in zip(instructions, inputs, outputs, strict=True)]
 
-    def __call__(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str],
-                 **kwargs: Any) -> list[float]:
+    def raw(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str]) -> list[float]:
         return self.lm.yes_probability(self.messages(instructions, inputs, outputs))
 
 
-class SequenceClassifier:
-    """A reward model (AutoModelForSequenceClassification): sigma((logit_0 - center) / scale) per instance."""
+class SequenceClassifier(Squashed):
+    """A reward model (AutoModelForSequenceClassification): x = logit_0, sigma((x - center) / scale) per instance
+    (calibrated unless center and scale are given).
 
-    def __init__(self, ref: str = OASST_RM, *, center: float = 0.0, scale: float = 1.0, cache_dir: str | None = None,
-                 s3: Any = None, device: str = "auto", batch_size: int = 8, model: Any = None, tokenizer: Any = None):
+    Each text is tokenised alone by the one rule (`encode`), keeps its last `max_length` tokens (a reward model reads
+    the end of the answer last) and is right-padded with an attention mask: a causal model's real tokens then see
+    neither the padding nor their batch mates, at the positions they would have unpadded.
+    """
+
+    def __init__(self, ref: str = OASST_RM, *, center: float | None = None, scale: float | None = None,
+                 cache_dir: str | None = None, s3: Any = None, device: str = "auto", batch_size: int = 8,
+                 max_length: int = 2048, model: Any = None, tokenizer: Any = None):
         self.ref, self.center, self.scale = ref, center, scale
         self.cache_dir, self.s3, self.device, self.batch_size = cache_dir, s3, device, batch_size
-        self.model, self.tokenizer = model, tokenizer
+        self.max_length, self.model, self.tokenizer = max_length, model, tokenizer
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "model": None, "tokenizer": None}
@@ -343,6 +528,7 @@ class SequenceClassifier:
         if self.model is None:
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+            import refine_af.oasst_rm  # noqa: F401 -- registers OpenAssistant's gpt_neox_reward_model
             from refine_af.models import pick_device, resolve
 
             path = resolve(self.ref, self.cache_dir, self.s3)
@@ -350,6 +536,8 @@ class SequenceClassifier:
             self.model = AutoModelForSequenceClassification.from_pretrained(path).to(pick_device(self.device)).eval()
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        if getattr(self.model.config, "pad_token_id", 0) is None:  # stock classifiers refuse a batch without one
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
         return self
 
     def texts(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str]) -> list[str]:
@@ -361,98 +549,83 @@ class SequenceClassifier:
         eos = tok.eos_token or ""  # OpenAssistant's reward-model format
         return [f"<|prompter|>{p}{eos}<|assistant|>{y}{eos}" for p, y in zip(prompts, outputs, strict=True)]
 
-    def __call__(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str],
-                 **kwargs: Any) -> list[float]:
+    def raw(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str]) -> list[float]:
         import torch
 
         texts, tok, out = self.texts(instructions, inputs, outputs), self.tokenizer, []
         for i in range(0, len(texts), self.batch_size):
-            enc = tok(texts[i : i + self.batch_size], return_tensors="pt", padding=True, truncation=True,
-                      max_length=2048, add_special_tokens=False).to(self.model.device)
+            seqs = [_encode(tok, t)[-self.max_length :] for t in texts[i : i + self.batch_size]]
+            width = max(map(len, seqs))
+            ids = torch.tensor([s + [tok.pad_token_id] * (width - len(s)) for s in seqs], device=self.model.device)
+            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=self.model.device)
             with torch.inference_mode():
-                logits = self.model(**enc).logits[:, 0].float()
-            out += [_sigmoid((x - self.center) / self.scale) for x in logits.tolist()]
+                out += self.model(input_ids=ids, attention_mask=mask).logits[:, 0].float().tolist()
         return out
 
 
-class UniEval:
-    """UniEval boolean QA (T5): P(Yes) / (P(Yes) + P(No)) at the first decoder step, for one dimension."""
+class UniEval(Squashed):
+    """UniEval boolean QA for one dimension: x = P(Yes) / (P(Yes) + P(No)), squashed in log-odds (calibrated unless
+    center and scale are given; center 0, scale 1 gives x itself). `lm` is the shared `UniEvalModel`."""
 
-    def __init__(self, dimension: str, ref: str = UNIEVAL, *, cache_dir: str | None = None, s3: Any = None,
-                 device: str = "auto", batch_size: int = 8, model: Any = None, tokenizer: Any = None):
+    log_odds = True
+
+    def __init__(self, dimension: str, lm: UniEvalModel, center: float | None = None, scale: float | None = None):
         if dimension not in UNIEVAL_QUESTIONS:
             raise RefineError(f"unieval has no '{dimension}' question (known: {', '.join(UNIEVAL_QUESTIONS)})")
-        self.dimension, self.ref = dimension, ref
-        self.cache_dir, self.s3, self.device, self.batch_size = cache_dir, s3, device, batch_size
-        self.model, self.tokenizer = model, tokenizer
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "model": None, "tokenizer": None}
-
-    def load(self) -> UniEval:
-        if self.model is None:
-            from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-            from refine_af.models import pick_device, resolve
-
-            path = resolve(self.ref, self.cache_dir, self.s3)
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModelForSeq2SeqLM.from_pretrained(path).to(pick_device(self.device)).eval()
-        return self
+        self.dimension, self.lm, self.center, self.scale = dimension, lm, center, scale
 
     def questions(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str]) -> list[str]:
         template = UNIEVAL_QUESTIONS[self.dimension]
         return [template.format(output=y, history=join_prompt(i, x))
                 for i, x, y in zip(instructions, inputs, outputs, strict=True)]
 
-    def __call__(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str],
-                 **kwargs: Any) -> list[float]:
-        import torch
-
-        self.load()
-        tok, model = self.tokenizer, self.model
-        yes, no = tok("Yes")["input_ids"][0], tok("No")["input_ids"][0]
-        questions, out = self.questions(instructions, inputs, outputs), []
-        for i in range(0, len(questions), self.batch_size):
-            enc = tok(questions[i : i + self.batch_size], return_tensors="pt", padding=True, truncation=True,
-                      max_length=1024).to(model.device)
-            start = torch.full((enc["input_ids"].shape[0], 1), model.config.decoder_start_token_id,
-                               device=model.device)
-            with torch.inference_mode():
-                logits = model(**enc, decoder_input_ids=start).logits[:, 0].float()
-            pair = torch.softmax(logits[:, [yes, no]], -1)  # = P(Yes) / (P(Yes) + P(No)) under the full softmax
-            out += pair[:, 0].tolist()
-        return out
+    def raw(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str]) -> list[float]:
+        return self.lm.yes_probability(self.questions(instructions, inputs, outputs))
 
 
 # -- the composite --------------------------------------------------------------------------------------------------
 
+# InstructMining's rule (Cao et al. 2023) with OpenAssistant's reward model and UniEval-dialog: the expected loss
+# of a model fine-tuned on the data, from the raw indicators (Rew a logit, the UniEval scores probabilities)
+INSTRUCTMINING_INTERCEPT = 0.0274
+INSTRUCTMINING = {"reward_model": -0.0078, "understandability": 0.4421, "naturalness": -0.3212, "coherence": -0.1520}
+
 
 class CompositeReward:
-    """The weighted sum of the configured terms. Terms with weight 0 are neither loaded nor computed.
+    """The configured terms' combination. Terms with weight 0 are neither loaded nor computed.
 
         reward = CompositeReward.from_config(config.rl.reward, run_model=config.model)
         scores = reward(instructions, inputs, outputs)          # RewardBreakdown(total, raw, weighted)
         scores = reward.score_completions(records, completions) # the same, from raw policy completions
         reward.describe()   # {"naturalness": {"scorer": "mean_logprob", "model": "builtin", "weight": 1.0}, ...}
+
+    total = offset + sum over terms of weights[term] * value, where `raw_terms` report their scorer's raw value
+    (instructmining's indicators) and the others their squashed value; offset is 0 for the weighted sum.
     """
 
-    def __init__(self, scorers: dict[str, Any], weights: dict[str, float], info: dict[str, dict[str, Any]]):
-        self.scorers, self.weights, self.info = scorers, weights, info
+    def __init__(self, scorers: dict[str, Any], weights: dict[str, float], info: dict[str, dict[str, Any]],
+                 raw_terms: frozenset[str] = frozenset(), offset: float = 0.0):
+        self.scorers, self.weights, self.info, self.raw_terms, self.offset = scorers, weights, info, raw_terms, offset
 
     @classmethod
     def from_config(cls, reward: Any, *, run_model: str = "builtin", cache_dir: str | None = None, s3: Any = None,
                     device: str = "auto", batch_size: int = 16) -> CompositeReward:
         """Scorers for `reward` (a `refine_af.config.RewardConfig`); `run_model` fills terms with model None."""
-        lms: dict[str, CausalScorer] = {}  # one causal LM per reference, shared by every scorer that names it
+        lms: dict[tuple[str, str], Any] = {}  # one model per (kind, reference), shared by every scorer naming it
+        load = {"cache_dir": cache_dir, "s3": s3, "device": device}
 
         def lm(ref: str) -> CausalScorer:
-            if ref not in lms:
-                lms[ref] = CausalScorer(ref, cache_dir=cache_dir, s3=s3, device=device, batch_size=batch_size)
-            return lms[ref]
+            if ("causal", ref) not in lms:
+                lms["causal", ref] = CausalScorer(ref, batch_size=batch_size, **load)
+            return lms["causal", ref]
 
+        def unieval(ref: str) -> UniEvalModel:
+            if ("unieval", ref) not in lms:
+                lms["unieval", ref] = UniEvalModel(ref, **load)
+            return lms["unieval", ref]
+
+        rule = getattr(reward, "combination", "weighted_sum") == "instructmining"
         scorers, weights, info = {}, {}, {}
-        load = {"cache_dir": cache_dir, "s3": s3, "device": device}
         for term in TERMS:
             cfg = getattr(reward, term)
             if cfg.weight == 0:
@@ -466,50 +639,66 @@ class CompositeReward:
                 model = cfg.model or UNIEVAL
             else:
                 model = cfg.model or (run_model if cfg.unit == "tokens" else None)
+            # None leaves the scorer's own centre / scale: its documented constants, or calibration
+            squash = {k: v for k in ("center", "scale") if (v := getattr(cfg, k, None)) is not None}
             if name == "mean_logprob":
-                scorer: Any = MeanLogprob(lm(model), cfg.center, cfg.scale)
+                scorer: Any = MeanLogprob(lm(model), **squash)
             elif name == "conditional_logprob":
-                scorer = ConditionalLogprob(lm(model), cfg.center, cfg.scale)
+                scorer = ConditionalLogprob(lm(model), **squash)
             elif name == "pmi":
-                scorer = PMI(lm(model), cfg.center, cfg.scale)
+                scorer = PMI(lm(model), **squash)
             elif name == "input_logprob":
-                scorer = InputLogprob(lm(model), cfg.center, cfg.scale, cfg.empty_input)
+                scorer = InputLogprob(lm(model), **squash, empty_input=cfg.empty_input)
             elif name == "judge":
-                scorer = Judge(lm(model), cfg.question or JUDGE_QUESTIONS[term])
+                scorer = Judge(lm(model), cfg.question or JUDGE_QUESTIONS[term], **squash)
             elif name == "sequence_classifier":
-                scorer = SequenceClassifier(model, center=cfg.center, scale=cfg.scale, **load)
+                scorer = SequenceClassifier(model, **squash, **load)
             elif name == "unieval":
-                scorer = UniEval(term, model, **load)
+                scorer = UniEval(term, unieval(model), **squash)
             elif name == "length_window":
                 scorer = LengthWindow(cfg.min, cfg.max, cfg.unit, _Tokenizer(model, cache_dir, s3) if model else None)
             else:  # unreachable when `reward` was validated
                 raise RefineError(f"rl.reward.{term}.scorer: unknown scorer '{name}'")
-            scorers[term], weights[term] = scorer, float(cfg.weight)
-            info[term] = {"scorer": name, "model": model, "weight": float(cfg.weight)}
+            weight = -INSTRUCTMINING[term] if rule and term in INSTRUCTMINING else float(cfg.weight)
+            scorers[term], weights[term] = scorer, weight
+            info[term] = {"scorer": name, "model": model, "weight": weight}
+            if rule and term in INSTRUCTMINING:
+                info[term]["combination"] = "instructmining"
         if not scorers:
             raise RefineError("rl.reward: every term has weight 0; give at least one a weight")
+        if rule:
+            return cls(scorers, weights, info, frozenset(INSTRUCTMINING), -INSTRUCTMINING_INTERCEPT)
         return cls(scorers, weights, info)
 
     def describe(self) -> dict[str, dict[str, Any]]:
-        """What filled each term, for the manifest."""
-        return {term: dict(v) for term, v in self.info.items()}
+        """What filled each term, for the manifest; a calibrated term adds the centre and scale it got."""
+        out = {term: dict(v) for term, v in self.info.items()}
+        for term, scorer in self.scorers.items():
+            if term not in self.raw_terms and isinstance(scorer, Squashed) and scorer.calibrated \
+                    and scorer.center is not None and scorer.scale is not None:
+                out[term].update(center=round(scorer.center, 4), scale=round(scorer.scale, 4))
+        return out
 
     def load(self) -> CompositeReward:
-        for scorer in self.scorers.values():
+        """Load every scoring model and calibrate the terms that need it (so failures come before any work)."""
+        for term, scorer in self.scorers.items():
             target = getattr(scorer, "lm", scorer)
             if hasattr(target, "load"):
                 target.load()
+            if isinstance(scorer, Squashed) and term not in self.raw_terms:
+                scorer.calibrate()
         return self
 
     def score_term(self, term: str, instructions: Sequence[str], inputs: Sequence[str],
                    outputs: Sequence[str]) -> list[float]:
-        return [float(x) for x in self.scorers[term](list(instructions), list(inputs), list(outputs))]
+        scorer, args = self.scorers[term], (list(instructions), list(inputs), list(outputs))
+        return [float(x) for x in (scorer.raw(*args) if term in self.raw_terms else scorer(*args))]
 
     def __call__(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str],
                  **kwargs: Any) -> RewardBreakdown:
         raw = {t: self.score_term(t, instructions, inputs, outputs) for t in self.scorers}
         weighted = {t: [self.weights[t] * x for x in v] for t, v in raw.items()}
-        total = [sum(col) for col in zip(*weighted.values(), strict=True)]
+        total = [self.offset + sum(col) for col in zip(*weighted.values(), strict=True)]
         return RewardBreakdown(total, raw, weighted)
 
     def score_completions(self, items: Sequence[Any], completions: Sequence[str],
@@ -517,8 +706,8 @@ class CompositeReward:
                           **kwargs: Any) -> RewardBreakdown:
         """Score policy completions of `instance_format.build(...)` for instruction records `items` (see task_of).
 
-        An unparseable completion is scored as an empty instance: 0 on every output term, so the policy learns the
-        format the instances stage parses.
+        An unparseable completion is scored as an empty instance: 0 on every likelihood output term, so the policy
+        learns the format the instances stage parses.
         """
         tasks = [task_of(item) for item in items]
         pairs = [parse(c, cls) or ("", "") for c, (_, cls) in zip(completions, tasks, strict=True)]

@@ -22,11 +22,15 @@ from refine_af.rewards import (
     LengthWindow,
     SequenceClassifier,
     UniEval,
+    UniEvalModel,
 )
 
 
 def test_doctests():
+    from refine_af.stages import rl  # the probe's term spread
+
     assert doctest.testmod(rewards).failed == 0
+    assert doctest.testmod(rl).failed == 0
 
 
 # -- config ---------------------------------------------------------------------------------------------------------
@@ -117,7 +121,7 @@ def test_judge_prompt_and_yes_probability_by_hand(builtin_tokenizer):
     messages = judge.messages(instr, inputs, outputs)
     assert messages[1] == JUDGE_TEMPLATE.format(instruction="Name a colour.", input="(none)", output="Blue",
                                                 question="Is it good?")
-    got = judge(instr, inputs, outputs)
+    got = judge.raw(instr, inputs, outputs)
     for message, p in zip(messages, got, strict=True):  # one prompt at a time, no padding: the number by hand
         text = tok.apply_chat_template([{"role": "user", "content": message}], tokenize=False,
                                        add_generation_prompt=True)
@@ -128,6 +132,8 @@ def test_judge_prompt_and_yes_probability_by_hand(builtin_tokenizer):
         no = probs[tok.convert_tokens_to_ids("No")] + probs[tok.convert_tokens_to_ids("no")]
         assert p == pytest.approx((yes / (yes + no)).item(), abs=1e-5)
     assert 0 < min(got) and max(got) < 1 and got[0] != got[1]
+    # the term's value: log-odds squashed back, so center 0 / scale 1 is the probability itself
+    assert Judge(judge.lm, "Is it good?", center=0.0, scale=1.0)(instr, inputs, outputs) == pytest.approx(got)
 
 
 def test_sequence_classifier_by_hand(builtin_tokenizer):
@@ -153,46 +159,25 @@ def test_unieval_questions_and_yes_no_by_hand(builtin_tokenizer):
     model = T5ForConditionalGeneration(T5Config(vocab_size=len(tok), d_model=16, d_ff=32, d_kv=8, num_layers=1,
                                                 num_heads=2, pad_token_id=tok.pad_token_id,
                                                 decoder_start_token_id=tok.pad_token_id)).eval()
-    scorer = UniEval("coherence", model=model, tokenizer=tok)
+    scorer = UniEval("coherence", UniEvalModel(model=model, tokenizer=tok))
     q = scorer.questions(["Translate to French."], ["Hello"], ["Bonjour"])[0]
     assert q == ("question: Is this a coherent response given the dialogue history? </s> response: Bonjour"
                  " </s> dialogue history: Translate to French.\n\nHello")
-    got = scorer(["Translate to French."], ["Hello"], ["Bonjour"])[0]
+    got = scorer.raw(["Translate to French."], ["Hello"], ["Bonjour"])[0]
     enc = tok([q], return_tensors="pt")
     logits = model(**enc, decoder_input_ids=torch.tensor([[tok.pad_token_id]])).logits[0, 0]
     probs = torch.softmax(logits, -1)
     yes, no = probs[tok("Yes")["input_ids"][0]], probs[tok("No")["input_ids"][0]]
     assert got == pytest.approx((yes / (yes + no)).item(), abs=1e-5)
-    assert UniEval("naturalness", model=model, tokenizer=tok).questions(["i"], [""], ["o"]) == [
+    assert UniEval("coherence", scorer.lm, center=0.0, scale=1.0)(["Translate to French."], ["Hello"],
+                                                                  ["Bonjour"])[0] == pytest.approx(got)
+    assert UniEval("naturalness", scorer.lm).questions(["i"], [""], ["o"]) == [
         "question: Is this a natural response in the dialogue? </s> response: o"]
 
 
 # -- discrimination with the builtin model --------------------------------------------------------------------------
 
-EXAMPLES = [  # (instruction, input, a good output)
-    ("Translate the sentence into French.", "Good morning, how are you?", "Bonjour, comment allez-vous ?"),
-    ("Give three tips for staying healthy.", "",
-     "Eat a balanced diet with plenty of vegetables, exercise regularly, and get enough sleep every night."),
-    ("What is the capital of France?", "", "The capital of France is Paris."),
-    ("Summarize the paragraph in one sentence.",
-     ("The city council voted on Tuesday to expand the public library, adding a new wing for children and "
-     "extending opening hours on weekends."),
-     "The city council approved expanding the library with a children's wing and longer weekend hours."),
-    ("Classify the sentiment of the review as positive or negative.",
-     "I loved this movie, the acting was wonderful and the story kept me hooked.",
-     "The sentiment of the review is positive."),
-    ("Write a short poem about the ocean.", "",
-     "The ocean waves roll in and out, whispering secrets to the sandy shore beneath the silver moon."),
-    ("Convert the temperature from Celsius to Fahrenheit.", "25 degrees Celsius",
-     "25 degrees Celsius is 77 degrees Fahrenheit."),
-    ("Explain why the sky is blue.", "",
-     "The sky looks blue because air molecules scatter short blue wavelengths of sunlight more than red ones."),
-    ("List the first five prime numbers.", "", "The first five prime numbers are 2, 3, 5, 7, and 11."),
-    ("Correct the grammar in the sentence.", "She go to school every days.", "She goes to school every day."),
-    ("Suggest a name for a new coffee shop.", "", "A good name for a new coffee shop would be The Daily Grind."),
-    ("Describe the main function of the heart.", "",
-     "The heart pumps blood through the body, delivering oxygen and nutrients to the organs."),
-]
+EXAMPLES = rewards.CALIBRATION_EXAMPLES  # (instruction, input, a good output)
 
 
 def _shuffled(text: str, rng: random.Random) -> str:
@@ -275,3 +260,188 @@ def test_composite_total_orders_every_example(scored):
                                                      for v in values])
     assert good.total == pytest.approx([sum(col) for col in zip(*good.weighted.values(), strict=True)])
     assert all(0 <= v <= 1 for values in good.raw.values() for v in values)
+
+
+# -- squash constants and calibration -------------------------------------------------------------------------------
+
+
+def _squash(scorer):
+    return scorer.center, scorer.scale
+
+
+def test_cpu_default_squash_is_unchanged_and_overridable():
+    composite = CompositeReward.from_config(RewardConfig(), run_model="builtin")
+    s = composite.scorers
+    assert (_squash(s["reward_model"]), _squash(s["naturalness"]), _squash(s["coherence"]),
+            _squash(s["understandability"])) == ((-2.5, 1.0), (-4.0, 1.0), (0.0, 0.5), (-3.5, 1.0))
+    assert "center" not in composite.describe()["naturalness"]  # documented constants, nothing calibrated
+    custom = RewardConfig.model_validate({"naturalness": {"center": -3}, "coherence": {"scale": 2.0}})
+    s = CompositeReward.from_config(custom, run_model="builtin").scorers
+    assert _squash(s["naturalness"]) == (-3.0, 1.0) and _squash(s["coherence"]) == (0.0, 2.0)
+    # a reward model gets no centre meant for the likelihood stand-in: it is calibrated
+    rm = RewardConfig.model_validate({"reward_model": {"scorer": "sequence_classifier"}})
+    assert _squash(CompositeReward.from_config(rm).scorers["reward_model"]) == (None, None)
+
+
+def test_calibration_set_is_fixed_and_graded():
+    instr, inputs, outputs = rewards.calibration_set()
+    assert len(instr) == len(inputs) == len(outputs) == 4 * len(rewards.CALIBRATION_EXAMPLES)
+    assert all(o.strip() for o in outputs)
+    assert rewards.calibration_set() == (instr, inputs, outputs)
+    good = [e[2] for e in rewards.CALIBRATION_EXAMPLES]
+    assert outputs[: len(good)] == good and sorted(outputs[len(good) : 2 * len(good)][0].split()) == sorted(
+        good[0].split())
+
+
+def test_calibrated_reward_model_spreads_inside_the_unit_interval(builtin_tokenizer):
+    import statistics
+
+    tok = builtin_tokenizer
+    model = _tiny_llama(tok, "LlamaForSequenceClassification", num_labels=1)
+    scorer = SequenceClassifier(model=model, tokenizer=tok)
+    calibration = rewards.calibration_set()
+    logits = scorer.raw(*calibration)
+    values = scorer(*calibration)  # calibrates on first use
+    assert scorer.center == pytest.approx(statistics.fmean(logits))
+    assert scorer.scale == pytest.approx(statistics.pstdev(logits))
+    assert values == pytest.approx([1 / (1 + math.exp(-(x - scorer.center) / scorer.scale)) for x in logits])
+    assert 0.02 < min(values) and max(values) < 0.98 and statistics.pstdev(values) > 0.1  # z-scores, squashed
+    again = pickle.loads(pickle.dumps(scorer))  # the calibration travels with the scorer, the weights do not
+    assert again.model is None and _squash(again) == _squash(scorer) and again.calibrated
+
+
+# -- unieval: one model for its three terms ------------------------------------------------------------------------
+
+
+def _tiny_t5(tok):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    return T5ForConditionalGeneration(T5Config(vocab_size=len(tok), d_model=16, d_ff=32, d_kv=8, num_layers=1,
+                                               num_heads=2, pad_token_id=tok.pad_token_id,
+                                               decoder_start_token_id=tok.pad_token_id)).eval()
+
+
+@pytest.fixture(scope="module")
+def scorer_dirs(tmp_path_factory, builtin_tokenizer):
+    """A tiny UniEval-shaped T5 and a tiny sequence-classifier reward model, saved as local checkpoints."""
+    root = tmp_path_factory.mktemp("scorers")
+    tok = builtin_tokenizer
+    _tiny_t5(tok).save_pretrained(root / "unieval")
+    tok.save_pretrained(root / "unieval")
+    _tiny_llama(tok, "LlamaForSequenceClassification", num_labels=1).save_pretrained(root / "rm")
+    tok.save_pretrained(root / "rm")
+    return {"unieval": str(root / "unieval"), "rm": str(root / "rm")}
+
+
+def _paper_config(dirs: dict, **extra) -> RewardConfig:
+    return RewardConfig.model_validate({
+        "reward_model": {"scorer": "sequence_classifier", "model": dirs["rm"]},
+        **{t: {"scorer": "unieval", "model": dirs["unieval"]} for t in ("naturalness", "coherence",
+                                                                        "understandability")}, **extra})
+
+
+def test_unieval_loads_one_model_for_its_three_terms(scorer_dirs, monkeypatch):
+    import transformers
+
+    loads = []
+    original = transformers.AutoModelForSeq2SeqLM.from_pretrained
+    monkeypatch.setattr(transformers.AutoModelForSeq2SeqLM, "from_pretrained",
+                        lambda *a, **k: loads.append(a) or original(*a, **k))
+    composite = CompositeReward.from_config(_paper_config(scorer_dirs), device="cpu").load()
+    assert len(loads) == 1
+    terms = ("naturalness", "coherence", "understandability")
+    assert len({id(composite.scorers[t].lm) for t in terms}) == 1
+    scored = composite(["Say hi."], [""], ["Hi there!"])
+    assert all(0 < scored.raw[t][0] < 1 for t in terms)
+    described = composite.describe()
+    assert all({"center", "scale"} <= described[t].keys() for t in (*terms, "reward_model"))
+    assert len(loads) == 1
+
+
+# -- instructmining ------------------------------------------------------------------------------------------------
+
+
+def test_instructmining_needs_the_papers_scorers(scorer_dirs):
+    msg = _error({"reward": {"combination": "instructmining"}})
+    assert "reward.combination" in msg and "sequence_classifier" in msg
+    msg = _error({"reward": {**CLUSTER_PRESET, "combination": "instructmining", "coherence": {
+        "scorer": "unieval", "weight": 0}}})
+    assert "reward.combination" in msg and "coherence" in msg
+    assert RewardConfig.model_validate({**CLUSTER_PRESET, "combination": "instructmining"}).combination == (
+        "instructmining")
+    assert "reward.combination" in _error({"reward": {"combination": "product"}})
+
+
+def test_instructmining_is_the_published_rule_on_raw_indicators(scorer_dirs):
+    composite = CompositeReward.from_config(_paper_config(scorer_dirs, combination="instructmining"),
+                                            device="cpu").load()
+    instr, inputs, outputs = ["Say hi.", "Add the numbers."], ["", "2 and 3"], ["Hi there!", "5"]
+    got = composite(instr, inputs, outputs)
+    rm, und = composite.scorers["reward_model"], composite.scorers["understandability"]
+    assert got.raw["reward_model"] == pytest.approx(rm.raw(instr, inputs, outputs))  # the logit itself
+    assert got.raw["understandability"] == pytest.approx(und.raw(instr, inputs, outputs))  # a probability
+    for i in range(2):
+        rew, nat, coh, u = (got.raw[t][i] for t in ("reward_model", "naturalness", "coherence", "understandability"))
+        expected_loss = 0.0274 - 0.0078 * rew + 0.4421 * u - 0.3212 * nat - 0.1520 * coh
+        assert got.total[i] == pytest.approx(-expected_loss + 0.5 * got.raw["length"][i])
+    described = composite.describe()
+    assert described["understandability"] == {"scorer": "unieval", "model": scorer_dirs["unieval"],
+                                              "weight": -0.4421, "combination": "instructmining"}
+    assert described["length"]["weight"] == 0.5
+    # the weighted sum of the same scorers squashes every model term into (0, 1)
+    summed = CompositeReward.from_config(_paper_config(scorer_dirs), device="cpu")(instr, inputs, outputs)
+    assert all(0 < v < 1 for t, values in summed.raw.items() if t != "length" for v in values)
+
+
+# -- tokenisation: the one rule, with a tokenizer that adds BOS ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bos_tokenizer():
+    """A word-level tokenizer whose post-processor puts <s> before every text (as LLaMA-2's and Mistral's do)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<unk>", "<s>", "</s>", "<pad>", "Yes", "yes", "No", "no", "Say", "hi", "Hi", "there", "!", "."]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                           special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>")
+
+
+def _seen_ids(model) -> list:
+    seen: list = []
+    model.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs["input_ids"]), with_kwargs=True)
+    return seen
+
+
+def _bos_rows(ids, tok) -> list[list[int]]:
+    return [[t for t in row if t != tok.pad_token_id] for row in ids.tolist()]
+
+
+def test_prefixes_get_exactly_one_bos(bos_tokenizer):
+    from refine_af.generate.base import adds_bos
+
+    tok = bos_tokenizer
+    assert adds_bos(tok) and tok("hi")["input_ids"] == [1, 9]
+    lm = CausalScorer(model=_tiny_llama(tok), tokenizer=tok)
+    seen = _seen_ids(lm.model)
+    # a plain prefix, one that already starts with the BOS (as a chat template may write it), and an empty one
+    lm.mean_logprobs(["Say hi .", "<s> Say hi .", ""], ["Hi there !", "Hi !", "hi"])
+    rows = _bos_rows(seen[-1], tok)
+    assert all(row.count(tok.bos_token_id) == 1 and row[0] == tok.bos_token_id for row in rows)
+    texts = {tuple(row[-3:]) for row in rows} | {tuple(row[-2:]) for row in rows} | {tuple(row[-1:]) for row in rows}
+    for text in ("Hi there !", "Hi !", "hi"):  # the continuation carries no special token
+        assert tuple(tok(text, add_special_tokens=False)["input_ids"]) in texts
+
+    lm.yes_probability(["Say hi .", "<s> hi"])
+    assert all(row.count(tok.bos_token_id) == 1 and row[0] == tok.bos_token_id for row in _bos_rows(seen[-1], tok))
+
+    classifier = SequenceClassifier(model=_tiny_llama(tok, "LlamaForSequenceClassification", num_labels=1),
+                                    tokenizer=tok, center=0.0, scale=1.0)
+    seen = _seen_ids(classifier.model)
+    classifier(["Say hi .", "Say"], ["", "hi"], ["Hi there !", "Hi"])
+    assert all(row.count(tok.bos_token_id) == 1 and row[0] == tok.bos_token_id for row in _bos_rows(seen[-1], tok))

@@ -135,10 +135,31 @@ def probe(ctx: StageContext, records: list[dict], reward: Any, adapter: Path) ->
                "policy": round(statistics.fmean(trained.total), 4), "delta": round(delta, 4),
                "delta_ci": [round(x, 4) for x in ci],
                "terms_base": {t: round(statistics.fmean(v), 4) for t, v in base.raw.items()},
-               "terms_policy": {t: round(statistics.fmean(v), 4) for t, v in trained.raw.items()}}
+               "terms_policy": {t: round(statistics.fmean(v), 4) for t, v in trained.raw.items()},
+               # a term that saturates has no spread: the check that its squash / calibration fits its scorer
+               "terms_spread": {"base": {t: spread(v) for t, v in base.raw.items()},
+                                "policy": {t: spread(v) for t, v in trained.raw.items()}}}
     rows = [{"instruction": task_of(r)[0], "base": b, "policy": t, "reward_base": rb, "reward_policy": rt}
             for r, b, t, rb, rt in zip(chosen, base_texts, policy_texts, base.total, trained.total, strict=True)]
     return summary, rows
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """mean, std, min, p10, p90, max of a term's values (p10 / p90 linearly interpolated).
+
+    >>> spread([0.0, 1.0, 2.0, 3.0, 4.0])
+    {'mean': 2.0, 'std': 1.4142, 'min': 0.0, 'p10': 0.4, 'p90': 3.6, 'max': 4.0}
+    """
+    xs = sorted(values)
+
+    def quantile(q: float) -> float:
+        pos = q * (len(xs) - 1)
+        lo = int(pos)
+        return xs[lo] + (xs[min(lo + 1, len(xs) - 1)] - xs[lo]) * (pos - lo)
+
+    stats = {"mean": statistics.fmean(xs), "std": statistics.pstdev(xs), "min": xs[0], "p10": quantile(0.1),
+             "p90": quantile(0.9), "max": xs[-1]}
+    return {k: round(v, 4) for k, v in stats.items()}
 
 
 # -- logging -------------------------------------------------------------------------------------------------------
