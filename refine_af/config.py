@@ -110,36 +110,41 @@ class _RewardTerm(_Section):
 
 
 class _ModelTerm(_RewardTerm):
-    # the term's value: sigma((x - center) / scale) of the scorer's raw value x (log-odds for unieval and judge).
-    # None: the scorer's own -- documented constants for the likelihood scorers (see refine_af/rewards.py), the mean
-    # and std of x over the fixed calibration set (rewards.calibration_set) for sequence_classifier, unieval, judge
+    # the term's value: sigma((x - center) / scale) of the scorer's raw value x (log-odds for unieval, judge and
+    # edit_tagger). None: the scorer's own -- documented constants for the likelihood scorers and harper (see
+    # refine_af/rewards.py, refine_af/independent_scorers.py), the mean and std of x over the fixed calibration set
+    # (rewards.calibration_set) for sequence_classifier, unieval, judge, edit_tagger, relevance
     center: float | None = Field(None, strict=True)
     scale: float | None = Field(None, gt=0)
     question: str | None = None  # judge only: the yes/no question (None: the term's default question)
 
 
 class RewardModelTerm(_ModelTerm):
-    """`reward_model`: conditional_logprob (CPU stand-in) | sequence_classifier (preset: OpenAssistant's RM) | judge."""
+    """`reward_model`: conditional_logprob (CPU stand-in) | sequence_classifier (preset: OpenAssistant's RM) | judge |
+    relevance (MiniLM task-output cosine)."""
 
-    scorer: Literal["conditional_logprob", "sequence_classifier", "judge"] = "conditional_logprob"
+    scorer: Literal["conditional_logprob", "sequence_classifier", "judge", "relevance"] = "conditional_logprob"
 
 
 class NaturalnessTerm(_ModelTerm):
-    """`naturalness`: mean_logprob (CPU) | unieval (preset: MingZhong/unieval-dialog) | judge."""
+    """`naturalness`: mean_logprob (CPU) | unieval (preset: MingZhong/unieval-dialog) | judge | edit_tagger (quire's
+    grammatical-error tagger, cpu-independent preset) | harper (Harper's lints per word)."""
 
-    scorer: Literal["mean_logprob", "unieval", "judge"] = "mean_logprob"
+    scorer: Literal["mean_logprob", "unieval", "judge", "edit_tagger", "harper"] = "mean_logprob"
 
 
 class CoherenceTerm(_ModelTerm):
-    """`coherence`: pmi (CPU) | conditional_logprob | unieval | judge."""
+    """`coherence`: pmi (CPU) | conditional_logprob | unieval | judge | relevance (MiniLM task-output cosine,
+    cpu-independent preset)."""
 
-    scorer: Literal["pmi", "conditional_logprob", "unieval", "judge"] = "pmi"
+    scorer: Literal["pmi", "conditional_logprob", "unieval", "judge", "relevance"] = "pmi"
 
 
 class UnderstandabilityTerm(_ModelTerm):
-    """`understandability`: input_logprob (CPU: the input given the instruction) | unieval | judge."""
+    """`understandability`: input_logprob (CPU: the input given the instruction) | unieval | judge | harper (Harper's
+    lints per word of the output, cpu-independent preset) | edit_tagger."""
 
-    scorer: Literal["input_logprob", "unieval", "judge"] = "input_logprob"
+    scorer: Literal["input_logprob", "unieval", "judge", "harper", "edit_tagger"] = "input_logprob"
     weight: float = Field(0.5, strict=True)
     empty_input: float = Field(0.5, ge=0, le=1)  # input_logprob's score for an empty input: neutral
 
@@ -161,6 +166,14 @@ class LengthTerm(_RewardTerm):
         return v
 
 
+class RepetitionTerm(_RewardTerm):
+    """`repetition`: distinct_words: distinct content words / content words of the output, 0 when empty. A penalty
+    beside a relevance term, which keyword spam would otherwise win; off (weight 0) in the likelihood preset."""
+
+    scorer: Literal["distinct_words"] = "distinct_words"
+    weight: float = Field(0.0, strict=True)
+
+
 class RewardConfig(_Section):
     """The composite reward, one of two combinations of the terms (formulas in `refine_af/rewards.py`):
 
@@ -169,8 +182,9 @@ class RewardConfig(_Section):
                         published rule (Cao et al. 2023) on the raw indicators; needs the paper's scorers, and the
                         four indicator terms' weights are not used (the rule's coefficients are)
 
-    The defaults are the CPU preset (likelihoods under the run's model). The paper's scorers, for GPU pods
-    (`refine_af.rewards.CLUSTER_PRESET`):
+    The defaults are the CPU preset (likelihoods under the run's model). `refine_af/presets/cpu-independent.yaml`
+    fills the terms with models that are not the policy (Harper, quire's tagger, MiniLM; PyPI packages, offline).
+    The paper's scorers, for GPU pods (`refine_af.rewards.CLUSTER_PRESET`):
 
         reward:
           reward_model:      {scorer: sequence_classifier, model: "hf:OpenAssistant/oasst-rm-2.1-pythia-1.4b-epoch-2.5"}
@@ -185,6 +199,7 @@ class RewardConfig(_Section):
     coherence: CoherenceTerm = CoherenceTerm()
     understandability: UnderstandabilityTerm = UnderstandabilityTerm()
     length: LengthTerm = LengthTerm()
+    repetition: RepetitionTerm = RepetitionTerm()
     combination: Literal["weighted_sum", "instructmining"] = "weighted_sum"
 
     @field_validator("combination")

@@ -93,7 +93,9 @@ from typing import Any, NamedTuple
 from refine_af import instance_format
 from refine_af.errors import RefineError
 
-TERMS = ("reward_model", "naturalness", "coherence", "understandability", "length")
+TERMS = ("reward_model", "naturalness", "coherence", "understandability", "length", "repetition")
+# scorers from models that are not the policy (refine_af.independent_scorers, the cpu-independent preset)
+INDEPENDENT = ("harper", "edit_tagger", "relevance", "distinct_words")
 
 OASST_RM = "hf:OpenAssistant/oasst-rm-2.1-pythia-1.4b-epoch-2.5"
 UNIEVAL = "hf:MingZhong/unieval-dialog"
@@ -611,6 +613,7 @@ class CompositeReward:
     def from_config(cls, reward: Any, *, run_model: str = "builtin", cache_dir: str | None = None, s3: Any = None,
                     device: str = "auto", batch_size: int = 16) -> CompositeReward:
         """Scorers for `reward` (a `refine_af.config.RewardConfig`); `run_model` fills terms with model None."""
+        from refine_af import independent_scorers as indep  # cheap: its models load on first use
         lms: dict[tuple[str, str], Any] = {}  # one model per (kind, reference), shared by every scorer naming it
         load = {"cache_dir": cache_dir, "s3": s3, "device": device}
 
@@ -623,6 +626,11 @@ class CompositeReward:
             if ("unieval", ref) not in lms:
                 lms["unieval", ref] = UniEvalModel(ref, **load)
             return lms["unieval", ref]
+
+        def encoder(ref: str | None) -> Any:
+            if ("encoder", ref) not in lms:
+                lms["encoder", ref] = indep.SentenceEncoder(ref, **load)
+            return lms["encoder", ref]
 
         rule = getattr(reward, "combination", "weighted_sum") == "instructmining"
         scorers, weights, info = {}, {}, {}
@@ -637,6 +645,9 @@ class CompositeReward:
                 model = cfg.model or OASST_RM
             elif name == "unieval":
                 model = cfg.model or UNIEVAL
+            elif name in INDEPENDENT:
+                package = {"harper": indep.HARPER, "edit_tagger": indep.TAGGER, "relevance": indep.MINILM}
+                model = cfg.model or (indep.package_ref(package[name]) if name in package else None)
             else:
                 model = cfg.model or (run_model if cfg.unit == "tokens" else None)
             # None leaves the scorer's own centre / scale: its documented constants, or calibration
@@ -655,6 +666,14 @@ class CompositeReward:
                 scorer = SequenceClassifier(model, **squash, **load)
             elif name == "unieval":
                 scorer = UniEval(term, unieval(model), **squash)
+            elif name == "harper":
+                scorer = indep.Harper(**squash)
+            elif name == "edit_tagger":
+                scorer = indep.EditTagger(cfg.model, **squash)
+            elif name == "relevance":
+                scorer = indep.Relevance(encoder(cfg.model), **squash)
+            elif name == "distinct_words":
+                scorer = indep.DistinctWords()
             elif name == "length_window":
                 scorer = LengthWindow(cfg.min, cfg.max, cfg.unit, _Tokenizer(model, cache_dir, s3) if model else None)
             else:  # unreachable when `reward` was validated
