@@ -8,11 +8,12 @@ YAML, so `--set instructions.target=40` is an int). Only user choices live here:
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from refine_af.errors import RefineError
 
@@ -49,7 +50,14 @@ class GenerationConfig(_Section):
     device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: fp32 on CPU (no bf16 units)
     batch_size: int = Field(32, ge=1)  # prompts per forward pass (transformers backend)
-    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)  # vllm only
+    # vllm only
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)  # share of each GPU for weights + KV cache
+    tensor_parallel_size: int = Field(1, ge=1)  # GPUs one model is split over (the generate pod requests as many)
+    max_model_len: int | None = Field(None, ge=64)  # None: the model's own; smaller leaves more room for KV cache
+    max_num_seqs: int = Field(256, ge=1)  # sequences vLLM batches at once
+    enforce_eager: bool = False  # True skips CUDA graph capture: faster start, slower decoding
+    lora: Literal["merge", "serve"] = "merge"  # an adapter merged into the weights first, or served unmerged
+    max_lora_rank: int = Field(64, ge=1)  # serve: the largest adapter rank vLLM reserves room for
 
 
 class InstructionsConfig(_Section):
@@ -384,11 +392,16 @@ class ClusterConfig(_Section):
     retry_limit: int = Field(6, ge=0)  # attempts after the first for resumable stages (preemptions, evictions)
     backoff: str = "1m"  # first retry delay; doubles up to 30m
 
-    @field_validator("roles")
+    @field_validator("roles", mode="before")
     @classmethod
-    def _all_roles(cls, v: dict) -> dict:
+    def _all_roles(cls, v: Any) -> Any:
+        """Every role present; a role given in part (`roles: {generate: {gpus: 2}}`) keeps its default image."""
+        if not isinstance(v, dict):
+            return v
         defaults = _default_roles()
-        return {**defaults, **v}
+        filled = {role: {"image": pool.image, **entry} if isinstance(entry := v.get(role, {}), dict) else entry
+                  for role, pool in defaults.items()}
+        return v | filled
 
 
 class RunConfig(_Section):
@@ -409,6 +422,14 @@ class RunConfig(_Section):
     compare: CompareConfig = CompareConfig()
     cluster: ClusterConfig = ClusterConfig()
 
+    @model_validator(mode="after")
+    def _gpus_for_tensor_parallel(self) -> RunConfig:
+        tp, gpus = self.generation.tensor_parallel_size, self.cluster.roles["generate"].gpus
+        if tp > 1 and (gpus if gpus is not None else 1) < tp:
+            raise ValueError(f"generation.tensor_parallel_size {tp} splits the model over {tp} GPUs: set "
+                             f"cluster.roles.generate.gpus to at least {tp} (now {gpus if gpus is not None else 1})")
+        return self
+
 
 # -- loading ----------------------------------------------------------------------------------------------------------
 
@@ -427,8 +448,12 @@ def _set_path(data: dict, dotted: str, value: Any) -> None:
     model: type[BaseModel] | None = RunConfig
     node = data
     parts = dotted.split(".")
+    keyed = False  # the previous part was a mapping of named sections (cluster.roles): this part is a name
     for i, part in enumerate(parts):
         fields = model.model_fields if model else {}
+        if keyed:
+            keyed, node = False, node.setdefault(part, {})
+            continue
         if part not in fields:
             where = ".".join(parts[:i]) or "the config"
             known = ", ".join(sorted(fields)) if fields else "none"
@@ -437,6 +462,8 @@ def _set_path(data: dict, dotted: str, value: Any) -> None:
             node[part] = value
             return
         annotation = fields[part].annotation
+        if typing.get_origin(annotation) is dict:  # dict[str, Section]: the next part names an entry
+            annotation, keyed = typing.get_args(annotation)[1], True
         model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
         if model is None:
             raise RefineError(f"--set {dotted}: '{part}' is a value, not a section")

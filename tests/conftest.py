@@ -92,6 +92,15 @@ def builtin_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def builtin_tokenizer(builtin_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(builtin_dir)
+    tok.padding_side = "left"
+    return tok
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, builtin_dir) -> Path:
     """A tiny random Llama with the builtin tokenizer: real code paths, milliseconds per step."""
     import torch
@@ -130,6 +139,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def bos_tokenizer():
+    """A word-level tokenizer whose post-processor puts <s> before every text (as LLaMA-2's and Mistral's do)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<unk>", "<s>", "</s>", "<pad>", "Yes", "yes", "No", "no", "Say", "hi", "Hi", "there", "!", ".",
+             "[INST]", "[/INST]", "Output", ":", "a", "b"]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                           special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>")
 
 
 WORDS = ["<pad>", "<unk>", "</s>"] + list("abcdefghijklmnopqrst")

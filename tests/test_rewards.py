@@ -94,15 +94,6 @@ def test_length_window():
     assert score([""] * 5, [""] * 5, outs) == [0.0, 1 / 3, 1.0, 1.0, 0.5]
 
 
-@pytest.fixture(scope="module")
-def builtin_tokenizer(builtin_dir):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(builtin_dir)
-    tok.padding_side = "left"
-    return tok
-
-
 def _tiny_llama(tok, cls_name: str = "LlamaForCausalLM", **extra):
     import transformers
 
@@ -395,21 +386,6 @@ def test_instructmining_is_the_published_rule_on_raw_indicators(scorer_dirs):
 
 
 # -- tokenisation: the one rule, with a tokenizer that adds BOS ----------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def bos_tokenizer():
-    """A word-level tokenizer whose post-processor puts <s> before every text (as LLaMA-2's and Mistral's do)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    words = ["<unk>", "<s>", "</s>", "<pad>", "Yes", "yes", "No", "no", "Say", "hi", "Hi", "there", "!", "."]
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
-                                                           special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   unk_token="<unk>")
 
 
 def _seen_ids(model) -> list:

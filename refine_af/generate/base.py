@@ -30,9 +30,10 @@ class Backend(Protocol):
     tokenizer: Any
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams, desc: str | None = None,
-                 seeds: Sequence[int] | None = None) -> list[Completion]:
+                 seeds: Sequence[int] | None = None, adapter: bool = True) -> list[Completion]:
         """One completion per prompt, in order; `desc` labels the progress bar. `seeds` (one per prompt) key each
-        prompt's sampling stream: the same prompt and seed give the same completion in any batch."""
+        prompt's sampling stream: the same prompt and seed give the same completion in any batch. `adapter=False`
+        answers with the base model of a backend built with a LoRA adapter."""
 
 
 def item_seeds(n: int, params: SamplingParams, seeds: Sequence[int] | None) -> list[int] | None:

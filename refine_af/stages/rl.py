@@ -122,12 +122,11 @@ def probe(ctx: StageContext, records: list[dict], reward: Any, adapter: Path) ->
 
     cfg, rl = ctx.config, ctx.config.rl
     chosen = random.Random(cfg.seed).sample(records, min(rl.probe_prompts, len(records)))
-    backend = make_backend(cfg, adapter=str(adapter), kind="transformers")  # in-process, to turn the adapter off
+    backend = make_backend(cfg, adapter=str(adapter), lora="serve")  # served, so the base model answers too
     params = SamplingParams(temperature=rl.temperature, top_p=rl.top_p, max_new_tokens=rl.max_new_tokens,
                             stop=tuple(STOP), seed=cfg.seed)
     prompts = [build_prompt(r) for r in chosen]
-    with backend.model.disable_adapter():
-        base_texts = [c.text for c in backend.generate(prompts, params, desc="probe (base)")]
+    base_texts = [c.text for c in backend.generate(prompts, params, desc="probe (base)", adapter=False)]
     policy_texts = [c.text for c in backend.generate(prompts, params, desc="probe (policy)")]
     base, trained = reward.score_completions(chosen, base_texts), reward.score_completions(chosen, policy_texts)
     delta, ci = bootstrap_ci([t - b for b, t in zip(base.total, trained.total, strict=True)], seed=cfg.seed)
