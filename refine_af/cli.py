@@ -31,6 +31,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="Run config YAML.")]
 RunOpt = Annotated[str | None, typer.Option("--run", help="Run location: a directory, file://... or s3://...")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")]
+PresetOpt = Annotated[str | None, typer.Option(
+    "--preset", help="Start from a packaged config: cpu (the default), cpu-independent, llama2-7b, llama2-13b, "
+                     "mistral-7b, ... (`refine-af presets` lists them); --config and --set apply on top.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun even when the stage's manifest is current.")]
 
 
@@ -48,11 +51,12 @@ def _user_errors(fn):
     return wrapper
 
 
-def _config(config: str | None, run: str | None, overrides: list[str] | None) -> RunConfig:
+def _config(config: str | None, run: str | None, overrides: list[str] | None, preset: str | None = None
+            ) -> RunConfig:
     items = list(overrides or [])
     if run:
         items.append(f"run={run}")
-    return load_config(config, items)
+    return load_config(config, items, preset=preset)
 
 
 @app.callback()
@@ -67,12 +71,12 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
 @app.command()
 @_user_errors
 def run(config: ConfigOpt = None, run: RunOpt = None, set_: SetOpt = None, force: ForceOpt = False,
-        stages: Annotated[str | None, typer.Option(help="Comma-separated stages to run (default: all).")] = None
-        ) -> None:
+        stages: Annotated[str | None, typer.Option(help="Comma-separated stages to run (default: all).")] = None,
+        preset: PresetOpt = None) -> None:
     """Run the stage graph locally (stages whose manifest is current are skipped)."""
     from refine_af.runner import run_pipeline
 
-    cfg = _config(config, run, set_)
+    cfg = _config(config, run, set_, preset)
     names = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
     outcomes = run_pipeline(cfg, names, force=force)
     typer.echo(f"run {cfg.run}: " + ", ".join(f"{k} {v}" for k, v in outcomes.items()))
@@ -153,16 +157,27 @@ def init(config: ConfigOpt = None, set_: SetOpt = None,
     typer.echo(f"run {cfg.run}: config saved")
 
 
+@app.command("presets")
+def list_presets() -> None:
+    """List the packaged presets (`--preset NAME`) with what each is for."""
+    from refine_af.config import PRESETS, presets
+
+    for name in presets():
+        lines = (PRESETS / f"{name}.yaml").read_text().splitlines()
+        about = " ".join(line.lstrip("# ") for line in lines[:3] if line.startswith("#"))
+        typer.echo(f"{name:<16} {about.removeprefix(name + ':').strip()}")
+
+
 @app.command()
 @_user_errors
 def render(config: ConfigOpt = None, set_: SetOpt = None,
            template_only: Annotated[bool, typer.Option("--template-only", help="Only the WorkflowTemplate.")]
-           = False) -> None:
+           = False, preset: PresetOpt = None) -> None:
     """Print the Argo WorkflowTemplate and a Workflow that runs it with this config (YAML, two documents)."""
     from refine_af.argo.compile import render as compile_workflow
     from refine_af.argo.compile import to_yaml
 
-    template, workflow = compile_workflow(load_config(config, set_ or []))
+    template, workflow = compile_workflow(load_config(config, set_ or [], preset=preset))
     typer.echo(to_yaml([template] if template_only else [template, workflow]), nl=False)
 
 

@@ -483,24 +483,32 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = (), *, text: str | None = None) -> RunConfig:
-    """Read YAML (a file, or `text`), apply `--set` overrides, validate. Errors name the file and key path."""
+PRESETS = Path(__file__).parent / "presets"
+
+
+def presets() -> list[str]:
+    """The names `--preset` takes: the package's `presets/<name>.yaml` files."""
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (), *, text: str | None = None,
+                preset: str | None = None) -> RunConfig:
+    """Read YAML (a file, or `text`) over a preset's keys, apply `--set` overrides, validate. Errors name the file
+    and key path."""
     source = str(path) if path else "config"
-    data: Any = {}
+    data: dict = {}
+    if preset:
+        if preset not in presets():
+            raise RefineError(f"--preset {preset}: no such preset (known: {', '.join(presets())})")
+        source = f"{PRESETS / preset}.yaml" + (f" + {path}" if path else "")
+        data = _read_yaml((PRESETS / f"{preset}.yaml").read_text(), f"preset {preset}")
     if path is not None:
         try:
             text = Path(path).read_text()
         except OSError as e:
             raise RefineError(f"cannot read config {path}: {e.strerror}") from None
     if text:
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark else ""
-            raise RefineError(f"{source}:{where} is not valid YAML: {getattr(e, 'problem', e)}") from None
-        if not isinstance(data, dict):
-            raise RefineError(f"{source}: expected a mapping of config sections at the top level")
+        data = _merge(data, _read_yaml(text, str(path) if path else "config"))
     for item in overrides:
         key, value = parse_override(item)
         _set_path(data, key, value)
@@ -508,6 +516,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), *, te
         return RunConfig.model_validate(data)
     except ValidationError as e:
         raise RefineError(_format_errors(e, source + (" (with --set overrides)" if overrides else ""))) from None
+
+
+def _read_yaml(text: str, source: str) -> dict:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise RefineError(f"{source}:{where} is not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise RefineError(f"{source}: expected a mapping of config sections at the top level")
+    return data
+
+
+def _merge(base: dict, top: dict) -> dict:
+    """`top` over `base`, section by section: a config file changes only the preset keys it names."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def lookup(config: RunConfig, dotted: str) -> Any:

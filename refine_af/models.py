@@ -206,6 +206,11 @@ def load_causal_lm(ref: str, *, cache_dir: str | None = None, s3: Any = None, de
     tokenizer.padding_side = "left"  # decoder-only batched generation
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, device)).to(device)
+    import torch
+
+    if device == "cuda" and torch.cuda.device_count() > 1:  # a pod with several GPUs: the layers spread over them
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, device), device_map="auto")
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, device)).to(device)
     model.eval()
     return model, tokenizer

@@ -36,7 +36,7 @@ InsecureOpt = Annotated[bool, typer.Option(
 
 def register(app: typer.Typer) -> None:
     """Add the cluster commands to the `refine-af` app (cli.py calls this last: importing it here is not circular)."""
-    from refine_af.cli import ConfigOpt, SetOpt, _user_errors
+    from refine_af.cli import ConfigOpt, PresetOpt, SetOpt, _user_errors
 
     @app.command()
     @_user_errors
@@ -48,12 +48,12 @@ def register(app: typer.Typer) -> None:
                         "whose template predates this config's cluster section).")] = False,
                wait_: Annotated[bool, typer.Option("--wait", help="Wait for the workflow to finish.")] = False,
                timeout: Annotated[float | None, typer.Option(help="With --wait: give up after this many seconds.")]
-               = None) -> None:
+               = None, preset: PresetOpt = None) -> None:
         """Render the pipeline for a config and submit it as an Argo Workflow; prints its name and UI link."""
         from refine_af.argo import client
         from refine_af.argo.compile import render
 
-        template, workflow = render(load_config(config, set_ or []))
+        template, workflow = render(load_config(config, set_ or [], preset=preset))
         target = dict(via=via.value, server=argo_server, namespace=namespace, token=token, insecure=insecure)
         name = client.submit(workflow, template=template if with_template else None, **target)
         typer.echo(f"submitted {name}")
