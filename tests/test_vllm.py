@@ -142,3 +142,27 @@ def test_vllm_outputs_do_not_depend_on_batch_mates(tiny_model_dir):
     alone = backend.generate(prompts[1:2], params, seeds=[2])
     assert both[1].token_ids == alone[0].token_ids
     assert both[1].prompt_ids == encode(backend.tokenizer, prompts[1])
+
+
+def test_a_merged_adapter_answers_as_the_adapter_does(tmp_path, tiny_model_dir):
+    """generation.lora=merge: the weights vLLM is given are the base + LoRA, computed once per adapter."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from refine_af.models import load_causal_lm, merge_adapter, save_adapter
+
+    model, tok = load_causal_lm(str(tiny_model_dir), device="cpu")
+    torch.manual_seed(1)
+    peft = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    save_adapter(peft, tmp_path / "adapter", str(tiny_model_dir))
+    merged = merge_adapter(str(tiny_model_dir), tmp_path / "adapter", cache_dir=str(tmp_path / "cache"), device="cpu")
+    ids = torch.tensor([tok("Name a colour.")["input_ids"]])
+    with torch.no_grad():
+        want = peft(input_ids=ids).logits
+        got = AutoModelForCausalLM.from_pretrained(merged).eval()(input_ids=ids).logits
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()(input_ids=ids).logits
+    assert torch.allclose(got, want, atol=1e-5) and not torch.allclose(got, base, atol=1e-3)
+    stamp = (merged / "config.json").stat().st_mtime_ns
+    assert merge_adapter(str(tiny_model_dir), tmp_path / "adapter", cache_dir=str(tmp_path / "cache")) == merged
+    assert (merged / "config.json").stat().st_mtime_ns == stamp  # cached, not merged again
