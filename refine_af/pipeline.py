@@ -9,9 +9,10 @@ What a stage declares:
   Stage code asks its context for an input's location (`ctx.input("adapter")`), never for a stage's path.
 - `outputs`: name -> path under the stage's prefix (a trailing "/" is a directory). Every file a stage writes with
   `ctx.write_output` lies under one of them; the runner checks that, and that each required one was written.
-- `config`: dotted RunConfig keys that shape its output; they, the parents' fingerprints, the package version and
-  the prompt files make its fingerprint. `OPERATIONAL` keys inside those sections are left out, so changing them
-  (checkpoint intervals, shard counts) never reruns a stage.
+- `config`: dotted RunConfig keys that shape its output; they, the parents' fingerprints, the package version, the
+  prompt files (`prompts`: every template that shapes its output) and the source of its code make its fingerprint.
+  `OPERATIONAL` keys inside those sections are left out, so changing them (checkpoint intervals, shard counts,
+  logging thresholds) never reruns a stage.
 - `metrics`: the manifest's key figures the Argo UI shows (output parameter name -> dotted manifest path);
   `links`: small outputs the Argo UI links as S3 artifacts (the manifest always).
 - `retry`, `deadline`, `resources`: how the cluster runs it. The role picks the image; node pools, tolerations and
@@ -84,11 +85,14 @@ MERGE = Resources(role="cpu", cpu="1", memory="4Gi")  # the merge task of a shar
 HOUR = 3600
 # Keys inside a stage's config slice that change how it runs, not what it writes: fingerprints leave them out, so
 # changing them never reruns a stage (checkpoints resume exactly; shards give the same bytes for any count; the base
-# row is a stage of its own)
+# row is a stage of its own; the rl drift warnings only log)
 OPERATIONAL = ("evaluate.include_base", "evaluate.shards", "instances.shards", "rl.checkpoint_every",
-               "sft.checkpoint_every")
+               "sft.checkpoint_every", "rl.warn_kl", "rl.warn_entropy", "rl.warn_length_ratio")
 
 INSTANCE_PROMPTS = ("instance_input_first", "instance_output_first")
+SFT_PROMPTS = ("instruction_prompt", "instruction_prompt_input")  # superni.instruction_prompt: SFT's training format
+# SuperNI's prompt and, for user-oriented instructions, the format SFT trains on
+EVALUATE_PROMPTS = ("superni", "superni_example", *SFT_PROMPTS)
 # The evaluation sets an instances stage decontaminates its dataset against (instances.decontaminate)
 EVAL_SET = ("evaluate.superni", "evaluate.split", "evaluate.max_tasks", "evaluate.max_instances_per_task",
             "evaluate.user_oriented", "evaluate.max_user_oriented")
@@ -110,11 +114,12 @@ def _per_arm() -> tuple[Stage, ...]:
             Stage(f"sft-{arm}", "refine_af.stages.sft:run", inputs={"dataset": f"instances-{arm}/dataset"},
                   outputs={"adapter": Output("adapter/"), "metrics": Output("metrics.jsonl"),
                            "merged": Output("merged/", optional=True)},
-                  config=("model", "seed", "sft"), resources=GPU_TRAIN, params={"arm": arm},
+                  config=("model", "seed", "sft"), prompts=SFT_PROMPTS, resources=GPU_TRAIN, params={"arm": arm},
                   metrics={"first-loss": "metrics.first_loss", "final-loss": "metrics.final_loss"},
                   deadline=24 * HOUR),
             Stage(f"evaluate-{arm}", "refine_af.stages.evaluate:run", inputs={"adapter": f"sft-{arm}/adapter"},
-                  outputs=EVALUATE_OUTPUTS, config=("model", "evaluate"), resources=GPU_GENERATE,
+                  outputs=EVALUATE_OUTPUTS, config=("model", "evaluate"), prompts=EVALUATE_PROMPTS,
+                  resources=GPU_GENERATE,
                   params={"arm": arm}, metrics=EVALUATE_METRICS, links=("scores",), deadline=12 * HOUR,
                   shards="evaluate.shards"),
         ]
@@ -141,8 +146,8 @@ STAGES: tuple[Stage, ...] = (
           links=("rewards_plot",)),
     *_per_arm(),
     Stage("evaluate-base", "refine_af.stages.evaluate:run", outputs=EVALUATE_OUTPUTS, config=("model", "evaluate"),
-          resources=GPU_GENERATE, params={"arm": "base"}, when="evaluate.include_base", metrics=EVALUATE_METRICS,
-          links=("scores",), deadline=12 * HOUR, shards="evaluate.shards"),
+          prompts=EVALUATE_PROMPTS, resources=GPU_GENERATE, params={"arm": "base"}, when="evaluate.include_base",
+          metrics=EVALUATE_METRICS, links=("scores",), deadline=12 * HOUR, shards="evaluate.shards"),
     Stage("compare", "refine_af.stages.compare:run",
           inputs={"refine-af": "evaluate-refine-af/scores", "self-instruct": "evaluate-self-instruct/scores",
                   "base": "evaluate-base/scores",

@@ -1,8 +1,9 @@
 """Local runner: executes the stage graph in-process, stage by stage, resumable.
 
 A stage is done when its `manifest.json` is. Before running a stage the runner computes its fingerprint (sha256 of
-canonical JSON of its config slice, its parents' fingerprints, the package version and its prompt files) and skips it
-when a manifest with that fingerprint exists. Otherwise the stage code runs; it validates its inputs first and calls
+canonical JSON of its config slice, its parents' fingerprints, the package version, its prompt files and the source of
+its code: its module and every refine_af module it imports, transitively) and skips it when a manifest with that
+fingerprint exists. Otherwise the stage code runs; it validates its inputs first and calls
 `ctx.begin()` only then, so bad input leaves the store untouched. `begin()` keeps checkpoints written under the same
 fingerprint (resume) and clears the prefix otherwise (the config changed, or `--force`). Outputs are written through
 the context, which records their checksums; the manifest goes last.
@@ -18,7 +19,9 @@ Because every random draw is keyed by the item (`refine_af.seeds`), any N gives 
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import functools
 import hashlib
 import importlib
 import json
@@ -64,6 +67,59 @@ def _prompts_digest(names: tuple[str, ...]) -> dict[str, str]:
     return {n: hashlib.sha256(template(n).template.encode()).hexdigest() for n in names}
 
 
+PACKAGE = Path(__file__).parent  # the refine_af source tree the code digest reads; tests point it at a copy
+
+
+def _module_file(root: Path, module: str) -> Path | None:
+    """The source file of a refine_af module under `root` (a package's __init__.py); None for other modules."""
+    parts = module.split(".")
+    if parts[0] != "refine_af":
+        return None
+    base = root.joinpath(*parts[1:])
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imports(root: Path, module: str, path: Path) -> set[str]:
+    """The refine_af modules `module` imports anywhere in its file (lazy imports inside functions too), with the
+    packages above each: importing a.b.c runs a/__init__ and a/b/__init__ as well. Imports are absolute here."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            # `from refine_af import models` imports the submodule; `from refine_af.x import f` only x
+            names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+        for name in names:
+            parts = name.split(".")
+            found.update(p for p in (".".join(parts[:i]) for i in range(1, len(parts) + 1))
+                         if _module_file(root, p) is not None)
+    found.discard(module)
+    return found
+
+
+@functools.cache
+def code_digest(module: str, root: Path = PACKAGE) -> str:
+    """sha256 over the source of `module` and of every refine_af module it imports, transitively (a static import
+    graph, so nothing is imported to compute it). Cached per process: the source does not change under a run."""
+    parts = module.split(".")
+    todo, files = [".".join(parts[:i]) for i in range(1, len(parts) + 1)], {}  # with the packages above it
+    while todo:
+        name = todo.pop()
+        path = _module_file(root, name)
+        if name in files or path is None:
+            continue
+        files[name] = path.read_bytes()
+        todo += _imports(root, name, path)
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(f"{name}\0{len(files[name])}\0".encode() + files[name])
+    return digest.hexdigest()
+
+
 def fingerprint(s: Stage, config: RunConfig, parents: dict[str, str]) -> str:
     """The stage's cache key; see the module docstring for what goes in and what stays out."""
     from refine_af.data import seeds_bytes
@@ -75,6 +131,7 @@ def fingerprint(s: Stage, config: RunConfig, parents: dict[str, str]) -> str:
         "parents": parents,
         "version": __version__,
         "prompts": _prompts_digest(s.prompts),
+        "code": code_digest(s.fn.partition(":")[0], PACKAGE),
     }
     if "seeds" in s.config:  # a seed file edited in place must rerun the stage
         key["seeds_sha256"] = hashlib.sha256(seeds_bytes(config.seeds, config.s3)).hexdigest()

@@ -40,13 +40,16 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from string import Template
 from typing import Any
 
 from refine_af.errors import RefineError
+from refine_af.prompts import template
 from refine_af.store import Store, open_store
 
 __all__ = [
@@ -276,20 +279,29 @@ def _sentence(text: str) -> str:
 
 
 def build_prompt(task: SuperNITask, instance: Instance, num_pos_examples: int = 0) -> str:
-    """SuperNI's zero-shot (or k-shot) evaluation prompt: definition, demonstrations, then the instance.
+    """SuperNI's zero-shot (or k-shot) evaluation prompt (prompts/superni.txt): definition, demonstrations
+    (prompts/superni_example.txt), then the instance.
 
     The prompt ends with "Output:" and no trailing space, so the model writes the separating space itself (a
-    trailing space splits BPE tokens unnaturally). Strip the generation before scoring (`clean_prediction`).
+    trailing space splits BPE tokens unnaturally); an instance without input reads "Input:" with none either. Strip
+    the generation before scoring (`clean_prediction`).
     """
     if num_pos_examples < 0:
         raise ValueError("num_pos_examples must be >= 0")
-    parts = [f"Definition: {_sentence(task.definition)}"]
-    for k, ex in enumerate(task.positive_examples[:num_pos_examples], 1):
-        parts.append(f"Positive Example {k} -\nInput: {_sentence(ex.input)}\nOutput: {_sentence(ex.output)}")
-    parts.append(
-        f"Now complete the following example -\nInput: {_sentence(instance.input)}".rstrip() + "\nOutput:"
-    )
-    return "\n\n".join(parts)
+    example = template("superni_example")
+    examples = "".join(example.substitute(number=k, input=_sentence(ex.input), output=_sentence(ex.output)) + "\n\n"
+                       for k, ex in enumerate(task.positive_examples[:num_pos_examples], 1))
+    return _fill(template("superni").template, definition=_sentence(task.definition), examples=examples,
+                 input=_sentence(instance.input))
+
+
+def _fill(text: str, **values: str) -> str:
+    """`Template.substitute`, except that a placeholder ending a line takes the space before it along when its value
+    is empty (no trailing space before the newline)."""
+    for name, value in values.items():
+        if not value:
+            text = re.sub(rf" \$(?:{name}|\{{{name}\}})$", "", text, flags=re.M)
+    return Template(text).substitute(values)
 
 
 STOP_MARKERS = (
@@ -485,13 +497,12 @@ def load_user_oriented(
 
 
 def instruction_prompt(instruction: str, input: str = "") -> str:
-    """The plain instruction format shared by fine-tuning (stage sft) and user-oriented evaluation: the input
-    block is left out when there is none, and the prompt ends with "Output:" for the model to continue."""
-    parts = [f"Instruction: {instruction.strip()}"]
+    """The plain instruction format shared by fine-tuning (stage sft) and user-oriented evaluation
+    (prompts/instruction_prompt.txt, or instruction_prompt_input.txt when there is an input): it ends with "Output:"
+    for the model to continue."""
     if input.strip():
-        parts.append(f"Input: {input.strip()}")
-    parts.append("Output:")
-    return "\n\n".join(parts)
+        return template("instruction_prompt_input").substitute(instruction=instruction.strip(), input=input.strip())
+    return template("instruction_prompt").substitute(instruction=instruction.strip())
 
 
 def build_user_prompt(task: UserTask, instance: Instance) -> str:
