@@ -5,7 +5,7 @@ Every stage reads and writes through a `Store` rooted at the run location, so th
 
     <run>/config.yaml               the resolved run config (what `refine-af stage` reads in a pod)
     <run>/<stage>/...               the stage's outputs and checkpoints
-    <run>/<stage>/manifest.json     written last: the commit marker (see `refine_af.manifest`)
+    <run>/<stage>/manifest.json     written last: the commit marker (see `refine_af.runner`)
 
 Keys are '/'-separated paths relative to the root. Local writes are atomic (temp file + rename); an S3 PUT is
 atomic by itself. S3 settings come from the run config's `s3` section or the standard AWS variables
@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -44,9 +45,6 @@ class Store(Protocol):
     def download(self, prefix: str, dest: Path) -> None:
         """Copy every object under `prefix/` into the local directory `dest`."""
 
-    def upload(self, src: Path, prefix: str) -> None:
-        """Copy a local directory tree to `prefix/`."""
-
 
 def open_store(uri: str, s3: Any = None, *, check: bool = True) -> Store:
     """The store for `uri` (a path, `file://...` or `s3://bucket/prefix`); `check` verifies access up front."""
@@ -61,10 +59,6 @@ def open_store(uri: str, s3: Any = None, *, check: bool = True) -> Store:
 
 
 # -- local directories ------------------------------------------------------------------------------------------------
-
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 class FileStore:
@@ -90,8 +84,10 @@ class FileStore:
     def write_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide outputs from the other users of a shared run
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}"
+        # mode 0666 less the umask, as for any file a process creates (mkstemp's 0600 would hide outputs from the
+        # other users of a shared run); the kernel applies the umask, so nothing reads or sets it
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -125,9 +121,6 @@ class FileStore:
             raise FileNotFoundError(str(src))
         shutil.copytree(src, dest, dirs_exist_ok=True)
 
-    def upload(self, src: Path, prefix: str) -> None:
-        for path in sorted(p for p in Path(src).rglob("*") if p.is_file()):
-            self.write_bytes(f"{prefix}/{path.relative_to(src).as_posix()}", path.read_bytes())
 
 
 # -- S3 and MinIO -----------------------------------------------------------------------------------------------------
@@ -227,7 +220,12 @@ class S3Store:
         with self._errors():
             for i in range(0, len(keys), 1000):
                 batch = [{"Key": self._key(k)} for k in keys[i : i + 1000]]
-                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
+                response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+                # S3 answers 200 even when it kept objects: the per-key failures are in `Errors`
+                if errors := response.get("Errors"):
+                    first = errors[0]
+                    raise RefineError(f"S3 did not delete {len(errors)} object(s) under {self.uri}/{prefix}, e.g. "
+                                      f"{first.get('Key')}: {first.get('Code')} {first.get('Message', '')}".rstrip())
 
     def download(self, prefix: str, dest: Path) -> None:
         keys = self.list(prefix)
@@ -238,12 +236,6 @@ class S3Store:
                 target = Path(dest) / key[len(prefix.rstrip("/")) + 1 :]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 self.client.download_file(self.bucket, self._key(key), str(target))
-
-    def upload(self, src: Path, prefix: str) -> None:
-        with self._errors():
-            for path in sorted(p for p in Path(src).rglob("*") if p.is_file()):
-                key = self._key(f"{prefix}/{path.relative_to(src).as_posix()}")
-                self.client.upload_file(str(path), self.bucket, key)
 
 
 # -- typed helpers over any store -------------------------------------------------------------------------------------
@@ -264,10 +256,6 @@ def read_jsonl(store: Store, key: str) -> list[dict]:
 def jsonl_bytes(rows: Iterable[dict]) -> bytes:
     """JSON Lines, UTF-8, one object per line."""
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
-
-
-def write_jsonl(store: Store, key: str, rows: Iterable[dict]) -> None:
-    store.write_bytes(key, jsonl_bytes(rows))
 
 
 def split_uri(uri: str) -> tuple[str, str]:

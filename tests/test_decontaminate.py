@@ -13,7 +13,7 @@ from refine_af.dedup import rouge_l_f
 from refine_af.errors import RefineError
 from refine_af.generate.base import Completion
 from refine_af.runner import read_manifest, run_stage
-from refine_af.store import open_store, read_json, read_jsonl, write_json, write_jsonl
+from refine_af.store import jsonl_bytes, open_store, read_json, read_jsonl, write_json
 
 TASKS = superni.load_tasks(max_instances=4)
 USER = superni.load_user_oriented()
@@ -99,7 +99,7 @@ class Scripted:
 def _run(tmp_path, *overrides):
     config = load_config(None, [f"run={tmp_path}", "instances.per_instruction=1", *overrides])
     store = open_store(config.run)
-    write_jsonl(store, "instructions/instructions.jsonl", INSTRUCTIONS)
+    store.write_bytes("instructions/instructions.jsonl", jsonl_bytes(INSTRUCTIONS))
     write_json(store, "instructions/manifest.json", {"fingerprint": "i" * 8})
     inst = TITLES.instances[0]
     backend = Scripted({CLEAN[0]: f" {CLEAN[1]}\nOutput: {CLEAN[2]}",
@@ -141,7 +141,7 @@ def test_stage_switch_off_keeps_everything(tmp_path):
 def test_stage_refuses_a_bad_eval_set_before_generating(tmp_path):
     config = load_config(None, [f"run={tmp_path}", "evaluate.superni=/nonexistent"])
     store = open_store(config.run)
-    write_jsonl(store, "instructions/instructions.jsonl", INSTRUCTIONS)
+    store.write_bytes("instructions/instructions.jsonl", jsonl_bytes(INSTRUCTIONS))
     write_json(store, "instructions/manifest.json", {"fingerprint": "i" * 8})
     with pytest.raises(RefineError, match="evaluate.superni"):
         run_stage(config, "instances-self-instruct", store, backend=None)

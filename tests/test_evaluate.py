@@ -1,6 +1,7 @@
 """Stage evaluate-<arm>: a tiny Llama with fake SFT adapters, real prompts and scoring; bad input writes nothing."""
 
 import json
+import shutil
 
 import pytest
 
@@ -43,7 +44,7 @@ def _run(tmp_path, adapters=None, arms=ARMS):
     store = FileStore(str(tmp_path / "run"))
     for arm in arms:
         if adapters:
-            store.upload(adapters[arm], f"sft-{arm}/adapter")
+            shutil.copytree(adapters[arm], store.root / f"sft-{arm}" / "adapter")
         write_json(store, f"sft-{arm}/manifest.json", {"stage": f"sft-{arm}", "fingerprint": f"fake-{arm}"})
     return store
 

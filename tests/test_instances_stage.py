@@ -11,7 +11,7 @@ from refine_af.config import load_config
 from refine_af.errors import RefineError
 from refine_af.runner import read_manifest, run_stage
 from refine_af.stages.instances import select
-from refine_af.store import open_store, write_json, write_jsonl
+from refine_af.store import jsonl_bytes, open_store, write_json
 
 INSTRUCTIONS = [
     {"id": "i0", "instruction": "Give the capital city of the country.", "is_classification": False},
@@ -46,7 +46,7 @@ def test_select_drops_by_reason():
 def make_run(tmp_path, model, *overrides, instructions=INSTRUCTIONS):
     config = load_config(None, [f"run={tmp_path}", f"model={model}", "instances.max_new_tokens=40", *overrides])
     store = open_store(config.run)
-    write_jsonl(store, "instructions/instructions.jsonl", instructions)
+    store.write_bytes("instructions/instructions.jsonl", jsonl_bytes(instructions))
     for parent in ("instructions", "rl"):
         write_json(store, f"{parent}/manifest.json", {"fingerprint": parent * 8})
     return config, store

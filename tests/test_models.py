@@ -36,7 +36,9 @@ def test_s3_prefix_is_pulled_into_the_cache(tmp_path, s3_env, tiny_model_dir):
     from refine_af.store import open_store
 
     bucket = s3_env()
-    open_store(f"s3://{bucket}").upload(tiny_model_dir, "models/tiny")
+    store = open_store(f"s3://{bucket}")
+    for path in (p for p in tiny_model_dir.rglob("*") if p.is_file()):
+        store.write_bytes(f"models/tiny/{path.relative_to(tiny_model_dir).as_posix()}", path.read_bytes())
     path = resolve(f"s3://{bucket}/models/tiny", cache_dir=str(tmp_path / "cache"))
     assert path.is_relative_to(tmp_path / "cache") and (path / "config.json").is_file()
     model, _ = load_causal_lm(f"s3://{bucket}/models/tiny", cache_dir=str(tmp_path / "cache"))
