@@ -381,11 +381,13 @@ def headline(report: Mapping[str, Any], tasks: str = "SuperNI tasks") -> str:
 
 def plot(report: Mapping[str, Any], path: str | Path | None = None) -> bytes:
     """PNG: sorted per-task differences (left) and per-arm means with CIs (right); written to `path` if given."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     arm_a, arm_b = report["arms"]
     base = report["base"]
     fig = Figure(figsize=(11, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)  # render with Agg whatever the process-wide backend is
     left, right = fig.subplots(1, 2, width_ratios=[2.2, 1])
 
     diffs = sorted(r["diff"] for r in report["per_task"])

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from refine_af import instance_format
+from refine_af import instance_format, seeds
 from refine_af.generate import Prompt
 from refine_af.ppo import build_prompt
 from refine_af.rewards import CompositeReward, task_of
@@ -102,59 +102,62 @@ def run_grpo(model: Any, tokenizer: Any, config: Any, records: Sequence[Any],
     tasks = [task_of(r) for r in records]
     data = Dataset.from_dict({"prompt": [prompt_fn(r) for r in records], "instruction": [t[0] for t in tasks],
                               "is_classification": [t[1] for t in tasks]})
-    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=data,
-                          processing_class=tokenizer, peft_config=peft_config)
+    # transformers' Trainer seeds the global RNGs itself (args.seed), restores them from a checkpoint on resume and
+    # samples from them; the LoRA init in GRPOTrainer.__init__ comes before that seeding: scope all of it to this call
+    with seeds.global_rng(seed):
+        trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=data,
+                              processing_class=tokenizer, peft_config=peft_config)
 
-    # TRL reports no time split: time its generation and reward calls, the rest of a step is the update
-    clock = {"rollout": 0.0, "scoring": 0.0, "start": 0.0}
+        # TRL reports no time split: time its generation and reward calls, the rest of a step is the update
+        clock = {"rollout": 0.0, "scoring": 0.0, "start": 0.0}
 
-    def timed(name: str, fn: Callable) -> Callable:
-        def wrapper(*a: Any, **kw: Any) -> Any:
-            t = time.perf_counter()
-            try:
-                return fn(*a, **kw)
-            finally:
-                clock[name] += time.perf_counter() - t
-        return wrapper
+        def timed(name: str, fn: Callable) -> Callable:
+            def wrapper(*a: Any, **kw: Any) -> Any:
+                t = time.perf_counter()
+                try:
+                    return fn(*a, **kw)
+                finally:
+                    clock[name] += time.perf_counter() - t
+            return wrapper
 
-    trainer._generate = timed("rollout", trainer._generate)
-    trainer._calculate_rewards = timed("scoring", trainer._calculate_rewards)
-    stats: list[dict[str, float]] = []
-    term_weights = dict(zip([f.__name__ for f in funcs], weights, strict=True))
+        trainer._generate = timed("rollout", trainer._generate)
+        trainer._calculate_rewards = timed("scoring", trainer._calculate_rewards)
+        stats: list[dict[str, float]] = []
+        term_weights = dict(zip([f.__name__ for f in funcs], weights, strict=True))
 
-    class Collect(TrainerCallback):
-        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            clock.update(rollout=0.0, scoring=0.0, start=time.perf_counter())
+        class Collect(TrainerCallback):
+            def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                clock.update(rollout=0.0, scoring=0.0, start=time.perf_counter())
 
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
-            if not logs or "reward" not in logs:
-                return
-            total = time.perf_counter() - clock["start"]
-            length = logs.get("completions/mean_length", float("nan"))
-            row = {"step": state.global_step, "reward/total": logs["reward"],
-                   "reward/total/std": logs.get("reward_std", float("nan"))}
-            for term, w in term_weights.items():
-                mean = logs.get(f"rewards/{term}/mean", float("nan"))
-                row.update({f"reward/{term}/mean": mean, f"reward/{term}/std": logs.get(f"rewards/{term}/std"),
-                            f"reward/{term}/weighted": w * mean})
-            kl_token = logs.get("kl", 0.0)
-            row.update(kl=kl_token * length, kl_per_token=kl_token, kl_coef=config.kl_coef,
-                       policy_loss=logs.get("policy_loss", logs.get("loss", float("nan"))),
-                       entropy=logs.get("entropy", float("nan")),
-                       clip_fraction=logs.get("clip_ratio/region_mean", float("nan")), response_length=length)
-            row.update({"seconds/rollout": clock["rollout"], "seconds/scoring": clock["scoring"],
-                        "seconds/update": total - clock["rollout"] - clock["scoring"], "seconds": total})
-            stats.append(row)
-            if on_step:
-                on_step(row)
+            def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
+                if not logs or "reward" not in logs:
+                    return
+                total = time.perf_counter() - clock["start"]
+                length = logs.get("completions/mean_length", float("nan"))
+                row = {"step": state.global_step, "reward/total": logs["reward"],
+                       "reward/total/std": logs.get("reward_std", float("nan"))}
+                for term, w in term_weights.items():
+                    mean = logs.get(f"rewards/{term}/mean", float("nan"))
+                    row.update({f"reward/{term}/mean": mean, f"reward/{term}/std": logs.get(f"rewards/{term}/std"),
+                                f"reward/{term}/weighted": w * mean})
+                kl_token = logs.get("kl", 0.0)
+                row.update(kl=kl_token * length, kl_per_token=kl_token, kl_coef=config.kl_coef,
+                           policy_loss=logs.get("policy_loss", logs.get("loss", float("nan"))),
+                           entropy=logs.get("entropy", float("nan")),
+                           clip_fraction=logs.get("clip_ratio/region_mean", float("nan")), response_length=length)
+                row.update({"seconds/rollout": clock["rollout"], "seconds/scoring": clock["scoring"],
+                            "seconds/update": total - clock["rollout"] - clock["scoring"], "seconds": total})
+                stats.append(row)
+                if on_step:
+                    on_step(row)
 
-        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if on_checkpoint:
-                on_checkpoint(Path(args.output_dir) / f"checkpoint-{state.global_step}", list(stats))
+            def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                if on_checkpoint:
+                    on_checkpoint(Path(args.output_dir) / f"checkpoint-{state.global_step}", list(stats))
 
-    trainer.remove_callback(PrinterCallback)  # TRL prints every log dict when tqdm is off; we return them
-    trainer.add_callback(Collect())
-    trainer.train(resume_from_checkpoint=resume)
+        trainer.remove_callback(PrinterCallback)  # TRL prints every log dict when tqdm is off; we return them
+        trainer.add_callback(Collect())
+        trainer.train(resume_from_checkpoint=resume)
     adapter = f"{output_dir}/adapter"  # the trained LoRA, peft format, for the backends
     if base_ref:  # named by the run's model reference, not this machine's cache path
         from refine_af.models import save_adapter

@@ -26,7 +26,6 @@ off throughout (eval mode), so the rollout's logprobs and the update's agree at 
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from refine_af import instance_format
+from refine_af import instance_format, seeds
 from refine_af.generate import Prompt, SamplingParams
 from refine_af.generate.hf import TransformersBackend
 from refine_af.rewards import RewardBreakdown, task_of
@@ -196,18 +195,19 @@ class PPOTrainer:
         self.config, self.reward_fn, self.prompt_fn, self.stop, self.seed = config, reward_fn, prompt_fn, stop, seed
         self.tokenizer = tokenizer
         lora = config.lora
-        torch.manual_seed(seed)  # the adapter's random init: same seed, same run
-        self.policy = get_peft_model(model, LoraConfig(
-            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules),
-            task_type="CAUSAL_LM"))
+        with seeds.global_rng(seed):  # peft's LoRA init draws from the global RNG and takes no generator
+            self.policy = get_peft_model(model, LoraConfig(
+                r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules),
+                task_type="CAUSAL_LM"))
         self.policy.eval()  # no dropout: rollout and update logprobs must agree
         base = self.policy.get_base_model()
         self.decoder, self.lm_head = base.get_decoder(), base.get_output_embeddings()
         device = base.device
         if device.type == "cpu" and base.dtype != torch.float32:
             log.warning("the policy is %s on CPU: CPUs without bf16 units run it ~10x slower than float32", base.dtype)
-        self.value_head = nn.Linear(base.config.hidden_size, 1).to(device)
-        nn.init.zeros_(self.value_head.weight)  # start at V = 0
+        # start at V = 0; skip_init: no draws from the global RNG for weights that are zeroed anyway
+        self.value_head = torch.nn.utils.skip_init(nn.Linear, base.config.hidden_size, 1, device=device)
+        nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
         params = [p for p in self.policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
         self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
@@ -228,7 +228,7 @@ class PPOTrainer:
         n, batch = len(pool), []
         for _ in range(self.config.batch_size):
             epoch, i = divmod(self.cursor, n)
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seeds.derive(self.seed, "pass", epoch)))
             batch.append(pool[order[i]])
             self.cursor += 1
         return batch
@@ -242,7 +242,7 @@ class PPOTrainer:
         # 1. rollout: sample one completion per instruction from the current policy
         t0 = time.perf_counter()
         params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                                stop=tuple(self.stop), seed=self.seed * 1_000_003 + self.step)
+                                stop=tuple(self.stop), seed=seeds.derive(self.seed, "rollout", self.step))
         completions = self.backend.generate([self.prompt_fn(r) for r in records], params, desc="rollout")
         texts = [c.text for c in completions]
 
@@ -279,7 +279,7 @@ class PPOTrainer:
         # 6. PPO epochs over shuffled minibatches
         policy_losses, value_losses, clip_fracs = [], [], []
         B, size = len(records), len(records) // cfg.minibatches
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.step)
+        generator = torch.Generator().manual_seed(seeds.derive(self.seed, "minibatches", self.step))
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(B, generator=generator)
             for start in range(0, B, size):
@@ -381,10 +381,10 @@ class PPOTrainer:
     # -- checkpoints ----------------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything a resumed run needs: adapter, value head, optimiser, KL controller, RNGs, step, cursor."""
+        """Everything a resumed run needs: adapter, value head, optimiser, KL controller, step, cursor. No RNG state:
+        every draw is seeded from (seed, what, step), and the global RNGs are not used after the LoRA init."""
         from peft import get_peft_model_state_dict
 
-        np_state = np.random.get_state()
         return {
             "adapter": {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.policy).items()},
             "value_head": self.value_head.state_dict(),
@@ -394,9 +394,6 @@ class PPOTrainer:
             "cursor": self.cursor,
             "first_length": self.first_length,
             "seed": self.seed,
-            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                    "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -407,13 +404,6 @@ class PPOTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.kl.value, self.step, self.cursor = state["kl_coef"], state["step"], state["cursor"]
         self.first_length, self.seed = state["first_length"], state["seed"]
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        random.setstate(rng["python"])
-        name, keys, *rest = rng["numpy"]
-        np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
 
     def save(self, directory: str | Path) -> Path:
         """`directory/adapter/` (peft format, loadable by the generation backends) + `directory/trainer_state.pt`."""

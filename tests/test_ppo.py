@@ -148,7 +148,7 @@ def test_save_load_resumes_exactly(tmp_path):
     after = a.train_step(a.next_batch(POOL))
 
     b = trainer(target_kl=1.0, kl_horizon=50)
-    torch.manual_seed(123)  # disturb the global RNG: load must restore it
+    torch.manual_seed(123)  # disturb the global RNG: nothing after the LoRA init may depend on it
     b.load(tmp_path / "ckpt")
     assert (b.step, b.cursor) == (2, 16)
     resumed = b.train_step(b.next_batch(POOL))
@@ -175,3 +175,20 @@ def test_stop_strings_and_the_instances_prompt(builtin_dir):
     assert build_prompt({"instruction": "Is it spam?", "is_classification": True}) == instance_format.build(
         "Is it spam?", True)
     assert build_prompt("Add 2 and 3.") == instance_format.build("Add 2 and 3.", False)
+
+
+def test_the_trainer_leaves_the_global_rng_alone():
+    """The local runner runs every stage in one process: a trainer must not reseed or advance the global RNGs, and
+    its LoRA init depends on its seed alone."""
+    def lora_a(global_seed: int) -> dict[str, torch.Tensor]:
+        model, tok = word_policy()  # seeds the global RNG itself
+        torch.manual_seed(global_seed)
+        state = torch.get_rng_state()
+        t = PPOTrainer(model, tok, RLConfig(batch_size=4, max_new_tokens=4), count_a, prompt_fn=lambda s: s, stop=())
+        init = {n: p.detach().clone() for n, p in t.policy.named_parameters() if "lora_A" in n}
+        t.train_step(t.next_batch(POOL))
+        assert torch.equal(torch.get_rng_state(), state)
+        return init
+
+    first, second = lora_a(5), lora_a(6)
+    assert first and all(torch.equal(first[n], second[n]) for n in first)

@@ -245,13 +245,13 @@ def summarize(metrics: list[dict], terms: list[str]) -> dict[str, Any]:
 
 def plot(metrics: list[dict]) -> bytes:
     """PNG: total reward and each weighted term over the steps (left), KL to the base model (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # the object API: no pyplot state, no process-wide backend choice
 
     steps = [m["step"] for m in metrics]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
     left.plot(steps, [m["reward/total"] for m in metrics], label="total", linewidth=2.5, color="black")
     for key in sorted(k for k in metrics[0] if k.endswith("/weighted")):
         left.plot(steps, [m[key] for m in metrics], label=key.split("/")[1], linewidth=1)
@@ -264,5 +264,4 @@ def plot(metrics: list[dict]) -> bytes:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
     return buffer.getvalue()

@@ -2,9 +2,10 @@
 
     refine-af run --stages sft-refine-af,sft-self-instruct --set sft.epochs=3
 
-Each row becomes a prompt-completion pair: the prompt is `superni.instruction_prompt(instruction, input)` (the
-format evaluation uses), as a user turn for chat models and raw text for base models (`generate.as_user_turn`); the
-completion is the assistant turn, or " " + output followed by EOS for base models. The loss is on the
+Each row becomes a prompt-completion pair: the prompt is `superni.instruction_prompt(instruction, input)`
+(prompts/instruction_prompt*.txt, the format evaluation uses), as a user turn for chat models and raw text for base
+models (`generate.as_user_turn`); the completion is the assistant turn, or " " + output followed by EOS for base
+models. The loss is on the
 completion only (TRL's `completion_only_loss`: prompt tokens get label -100). Examples are cut at `sft.max_length`
 tokens; one whose prompt alone fills it has nothing left to learn and TRL drops it (counted as dropped_too_long).
 Precision is fp32 on CPU (bf16 is emulated there, ~10x slower) and bf16 on GPUs that support it; gradient
@@ -32,7 +33,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from refine_af import checkpoints, models, progress
+from refine_af import checkpoints, models, progress, seeds
 from refine_af.data import json_lines, read_input
 from refine_af.errors import RefineError
 from refine_af.generate import as_user_turn
@@ -67,12 +68,14 @@ def read_dataset(store: Any, key: str) -> tuple[list[dict], str]:
 
 def build_trainer(model: Any, tokenizer: Any, rows: list[dict], cfg: Any, *, seed: int, device: str,
                   output_dir: str) -> Any:
-    """TRL's SFTTrainer with a fresh LoRA adapter on `model` and the rows as prompt-completion pairs."""
-    import datasets
+    """TRL's SFTTrainer with a fresh LoRA adapter on `model` and the rows as prompt-completion pairs.
+
+    Build and train it inside `seeds.global_rng(seed)`: the LoRA init (in SFTTrainer.__init__, before the Trainer
+    seeds anything) and the Trainer's own draws take the global RNGs, with no way to pass a generator."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import PrinterCallback, set_seed
+    from transformers import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     cuda = device.startswith("cuda")
@@ -91,15 +94,7 @@ def build_trainer(model: Any, tokenizer: Any, rows: list[dict], cfg: Any, *, see
     else:  # a chat model: TRL renders both turns with its template
         completions = [[{"role": "assistant", "content": r["output"].strip()}] for r in rows]
     data = Dataset.from_dict({"prompt": prompts, "completion": completions})
-    set_seed(seed)  # the LoRA init happens in SFTTrainer.__init__, before Trainer seeds anything
-    bars = not datasets.are_progress_bars_disabled()
-    datasets.disable_progress_bars()  # TRL maps the dataset five times, each with its own bar
-    try:
-        trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                             peft_config=lora)
-    finally:
-        if bars:
-            datasets.enable_progress_bars()
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora)
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; StepLog logs a line every few steps
     return trainer
 
@@ -112,7 +107,7 @@ def run(ctx: StageContext) -> None:
     model, tokenizer = models.load_causal_lm(config.model, cache_dir=config.cache_dir, s3=config.s3, device=device,
                                              dtype=config.generation.dtype)
 
-    with tempfile.TemporaryDirectory(prefix="refine-af-sft-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="refine-af-sft-") as tmp, seeds.global_rng(config.seed):
         trainer = build_trainer(model, tokenizer, rows, cfg, seed=config.seed, device=device, output_dir=tmp)
         if not len(trainer.train_dataset):
             raise RefineError(f"{ctx.name}: every example's prompt fills sft.max_length ({cfg.max_length} tokens), "
