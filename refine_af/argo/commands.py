@@ -1,6 +1,6 @@
 """`refine-af submit | status | pull`: the cluster side of the CLI, registered onto `refine_af.cli.app`.
 
-    refine-af submit --argo-server https://argo.example --namespace ml --config configs/cluster.yaml --wait
+    refine-af submit --argo-server https://argo.example --namespace ml --config my-run.yaml --wait
     refine-af submit --via kube --namespace ml --with-template      # Kubernetes API, kubeconfig credentials
     refine-af status refine-af-x7k2p --argo-server https://argo.example --namespace ml
     refine-af pull --run s3://refine-af/runs/refine-af-x7k2p sft-refine-af --to results/
