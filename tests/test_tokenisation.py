@@ -48,7 +48,8 @@ def test_the_backend_generates_from_encode(bos_tokenizer, chat_tokenizer):
     for tok, prompt in [(bos_tokenizer, "Say hi ."), (chat_tokenizer, [{"role": "user", "content": "Say hi ."}])]:
         backend = TransformersBackend(_model(tok), tok, batch_size=2)
         seen: list = []
-        backend.model.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["input_ids"]), with_kwargs=True)
+        backend.model.register_forward_pre_hook(lambda m, a, kw, seen=seen: seen.append(kw["input_ids"]),
+                                                with_kwargs=True)
         out = backend.generate([prompt, prompt], SamplingParams(max_new_tokens=2))
         ids = encode(tok, render(tok, prompt))
         assert out[0].prompt_ids == ids and ids.count(tok.bos_token_id) == 1 and ids[0] == tok.bos_token_id
