@@ -58,3 +58,22 @@ def test_chat_prompts_use_the_template(builtin_dir):
     prefilled = render(tok, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Input:"}])
     assert prefilled.endswith("Input:")
     assert render(tok, "raw text") == "raw text"
+
+
+def test_row_sampling_draws_from_the_nucleus_distribution():
+    import torch
+
+    from refine_af.generate.hf import sample_rows
+
+    logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0, -3.0]])
+    probs = logits.softmax(-1)[0]
+    # top_p 0.8: the three most likely tokens (0.61, 0.22, 0.14) are the smallest set reaching it
+    nucleus = probs[:3] / probs[:3].sum()
+    n = 6000
+    gens = [torch.Generator().manual_seed(s) for s in range(n)]
+    drawn = sample_rows(logits.expand(n, -1), gens, temperature=1.0, top_p=0.8)
+    freq = torch.bincount(drawn, minlength=6).float() / n
+    assert freq[3:].sum() == 0
+    assert torch.allclose(freq[:3], nucleus, atol=0.02), (freq, nucleus)
+    hot = torch.bincount(sample_rows(logits.expand(n, -1), gens, temperature=2.0, top_p=1.0), minlength=6) / n
+    assert torch.allclose(hot, (logits / 2).softmax(-1)[0], atol=0.02)  # temperature flattens, all tokens in play
