@@ -63,6 +63,11 @@ Naturalness and the second PMI term are the same quantity: the likelihood scorer
 batch costs one forward pass per distinct (prefix, text) set: outputs alone, outputs after their prompt, inputs
 after their instruction.
 
+Scorers independent of the policy (`refine_af.independent_scorers`, the `cpu-independent` preset): `harper`
+(Harper's lints per word), `edit_tagger` (quire's grammatical-error tagger), `relevance` (MiniLM cosine of task and
+output) and `distinct_words`, the `repetition` term's penalty (weight 0 unless a config turns it on), beside
+relevance because keyword spam wins relevance. Formulas and constants are in that module.
+
 Cluster scorers (the paper's; see `CLUSTER_PRESET`):
 
     sequence_classifier  any AutoModelForSequenceClassification reward model (OpenAssistant's GPT-NeoX reward
