@@ -2,7 +2,7 @@
 
     refine-af run                                              # the whole pipeline, builtin model, ./runs/default
     refine-af run --stages instructions --set instructions.target=40
-    refine-af run --config configs/cluster.yaml --run s3://bucket/runs/exp1
+    refine-af run --preset llama2-7b --config my-cluster.yaml --run s3://bucket/runs/exp1
     refine-af stage instructions --run s3://bucket/runs/exp1   # one stage, exactly as an Argo pod runs it
     refine-af stage instances-refine-af --run URI --shard 0/4  # one shard of a sharded stage; --merge merges them
     refine-af show --run runs/default                          # each stage's state, counts and metrics
@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 import warnings
 from typing import Annotated
@@ -64,6 +65,8 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("httpx", "urllib3", "botocore", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # TRL maps the SFT dataset five times, each with a bar of its own; the stages log their own progress
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     # peft asks transformers a deprecated question on every adapter load; the user can do nothing about it
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
