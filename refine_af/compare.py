@@ -9,8 +9,9 @@ per-task scores (ROUGE-L, 0..100, from `refine_af.superni.score_tasks`) for two 
   (20.000000000000004 vs 20.0) never decides a task;
 * wins and shares: share = wins / tasks, for each arm and for ties (the three add up to 1), plus A's share of the
   decided tasks (wins_A / (wins_A + wins_B)) since papers quote both;
-* the exact two-sided sign test over the decided tasks (binomial, p = 1/2: `sign_test`), and the same counts and
-  test at tie tolerances of 0 and 1 score point (`by_tolerance`), since "decided" depends on the tolerance;
+* the exact two-sided sign test over the decided tasks (binomial, p = 1/2: `refine_af.stats.sign_test`), and the
+  same counts and test at tie tolerances of 0 and 1 score point (`by_tolerance`), since "decided" depends on the
+  tolerance;
 * per-arm means over tasks with percentile bootstrap confidence intervals, and the same for the mean difference
   and A's win share. Resampling is over tasks (the unit the headline counts), *paired*: every resample draws the
   same tasks for all arms, so the difference's interval reflects the arms' correlation. numpy, seeded;
@@ -34,7 +35,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["bootstrap_ci", "compare", "headline", "official", "plot", "render_markdown", "sign_test", "winner"]
+from refine_af.stats import bootstrap_ci, quantiles, sign_test
+
+__all__ = ["compare", "headline", "official", "plot", "render_markdown", "winner"]
 
 TIE = "tie"
 DIGITS = 4  # SuperNI's compute_metrics: `round(v, 4)` of every (per-task) score, 0..100
@@ -61,33 +64,6 @@ def winner(a: float, b: float, arm_a: str, arm_b: str, tolerance: float = 0.0) -
     if abs(d) <= tolerance:
         return TIE
     return arm_a if d > 0 else arm_b
-
-
-def sign_test(wins: int, losses: int) -> float:
-    """Exact two-sided sign test: P(a split at least this uneven | each decided task a fair coin). Ties are left out
-    before calling; no decided task gives 1.0."""
-    if wins < 0 or losses < 0:
-        raise ValueError("wins and losses must be >= 0")
-    n, k = wins + losses, min(wins, losses)
-    tail = sum(math.comb(n, i) for i in range(k + 1))
-    return min(1.0, 2 * tail / 2**n)  # exact integers until the one division
-
-
-def _quantiles(samples: np.ndarray, confidence: float) -> list[float]:
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(samples, [alpha, 1.0 - alpha])
-    return [float(lo), float(hi)]
-
-
-def bootstrap_ci(
-    values, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0
-) -> tuple[float, list[float]]:
-    """(mean, [low, high]): percentile bootstrap interval of the mean of `values`, resampled with replacement."""
-    x = np.asarray(values, dtype=float)
-    if x.size == 0:
-        raise ValueError("bootstrap of an empty sample")
-    idx = np.random.default_rng(seed).integers(0, x.size, size=(n_boot, x.size))
-    return float(x.mean()), _quantiles(x[idx].mean(axis=1), confidence)
 
 
 def _check_scores(scores: Mapping[str, Mapping[str, float]], arm: str) -> dict[str, float]:
@@ -160,8 +136,8 @@ def compare(
     idx = rng.integers(0, n, size=(n_boot, n))
     va, vb = np.array([a[t] for t in tasks]), np.array([b[t] for t in tasks])
     means = {
-        arm_a: {"mean": float(va.mean()), "ci": _quantiles(va[idx].mean(axis=1), confidence), "n": n},
-        arm_b: {"mean": float(vb.mean()), "ci": _quantiles(vb[idx].mean(axis=1), confidence), "n": n},
+        arm_a: {"mean": float(va.mean()), "ci": quantiles(va[idx].mean(axis=1), confidence), "n": n},
+        arm_b: {"mean": float(vb.mean()), "ci": quantiles(vb[idx].mean(axis=1), confidence), "n": n},
     }
     if base is not None:
         have = [t for t in tasks if t in ref]
@@ -205,7 +181,7 @@ def compare(
         },
         "wins": wins,
         "share": {k: v / n for k, v in wins.items()},
-        "share_ci": {arm_a: _quantiles(a_won[idx].mean(axis=1), confidence)},
+        "share_ci": {arm_a: quantiles(a_won[idx].mean(axis=1), confidence)},
         "share_of_decided": {
             arm_a: wins[arm_a] / decided if decided else None,
             arm_b: wins[arm_b] / decided if decided else None,
@@ -214,7 +190,7 @@ def compare(
                       "p": sign_test(wins[arm_a], wins[arm_b]), "alternative": "two-sided", "method": "exact"},
         "by_tolerance": by_tolerance,
         "means": means,
-        "mean_diff": {"mean": float(diff.mean()), "ci": _quantiles(diff[idx].mean(axis=1), confidence)},
+        "mean_diff": {"mean": float(diff.mean()), "ci": quantiles(diff[idx].mean(axis=1), confidence)},
         "per_category": per_category,
         "per_task": per_task,
         "unmatched": {arm_a: sorted(a.keys() - b.keys()), arm_b: sorted(b.keys() - a.keys())},

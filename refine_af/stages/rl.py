@@ -35,7 +35,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from refine_af import checkpoints, progress
-from refine_af.data import load_instructions
+from refine_af.readers import load_instructions
 from refine_af.errors import RefineError
 from refine_af.models import describe, load_causal_lm, pick_device, save_adapter
 from refine_af.runner import StageContext
@@ -114,11 +114,11 @@ def probe(ctx: StageContext, records: list[dict], reward: Any, adapter: Path) ->
     sampling seed fixed and toggles only the adapter, so the per-instruction differences are paired; their
     bootstrap interval says whether training moved the reward at all. Sampling as in the rollouts.
     """
-    from refine_af.compare import bootstrap_ci
     from refine_af.generate import SamplingParams, make_backend
     from refine_af.instance_format import STOP
     from refine_af.ppo import build_prompt
     from refine_af.rewards import task_of
+    from refine_af.stats import bootstrap_ci
 
     cfg, rl = ctx.config, ctx.config.rl
     chosen = random.Random(cfg.seed).sample(records, min(rl.probe_prompts, len(records)))
