@@ -1,7 +1,7 @@
 """Two-arm comparison: which arm wins per task, how often, and how sure we can be.
 
 The paper's headline (REFINE-AF ahead of Self-Instruct on 63-66% of SuperNI tasks) is a per-task win count. Given
-per-task scores (ROUGE-L, 0..100, from `refine_af.superni.score_tasks`) for two arms, `compare` builds a
+per-task scores (ROUGE-L, 0..100, from `refine_af.superni.score_tasks`) for two arms, `compare_arms` builds a
 `report.json`-ready dict with:
 
 * per task: both scores, the difference A - B, and the winner; |A - B| <= `tie_tolerance` is a tie. Every score is
@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from refine_af.stats import bootstrap_ci, quantiles, sign_test
+from refine_af.stats import bootstrap_ci, percentile_ci, resample, sign_test
 
-__all__ = ["compare", "headline", "official", "plot", "render_markdown", "winner"]
+__all__ = ["compare_arms", "headline", "official", "plot", "render_markdown", "winner"]
 
 TIE = "tie"
 DIGITS = 4  # SuperNI's compute_metrics: `round(v, 4)` of every (per-task) score, 0..100
@@ -77,7 +77,7 @@ def _check_scores(scores: Mapping[str, Mapping[str, float]], arm: str) -> dict[s
     return out
 
 
-def compare(
+def compare_arms(
     scores: Mapping[str, Mapping[str, float]],
     arm_a: str = "refine-af",
     arm_b: str = "self-instruct",
@@ -104,97 +104,101 @@ def compare(
     tasks = sorted(a.keys() & b.keys())
     if not tasks:
         raise ValueError(f"arms '{arm_a}' and '{arm_b}' have no scored task in common")
-    categories = categories or {}
-    cat = {t: categories.get(t, UNCATEGORIZED) for t in tasks}
-    n = len(tasks)
+    arms = (arm_a, arm_b)
 
-    # 1. per task: scores, difference, winner
-    per_task = []
-    for t in tasks:
-        row = {
-            "task": t,
-            "category": cat[t],
-            "scores": {arm_a: a[t], arm_b: b[t]},
-            "diff": _diff(a[t], b[t]),
-            "winner": winner(a[t], b[t], arm_a, arm_b, tie_tolerance),
-        }
-        if base is not None:
-            row["scores"][base] = ref.get(t)
-        per_task.append(row)
-    won = np.array([r["winner"] for r in per_task])
-    wins = {arm_a: int((won == arm_a).sum()), arm_b: int((won == arm_b).sum()), TIE: int((won == TIE).sum())}
-    decided = wins[arm_a] + wins[arm_b]
-    by_tolerance = []
-    for tol in TOLERANCES:
-        w = [winner(a[t], b[t], arm_a, arm_b, tol) for t in tasks]
-        counts = {k: w.count(k) for k in (arm_a, arm_b, TIE)}
-        by_tolerance.append({"tie_tolerance": tol, "wins": counts, "decided": counts[arm_a] + counts[arm_b],
-                             "sign_test_p": sign_test(counts[arm_a], counts[arm_b])})
-
-    # 2. paired bootstrap over tasks: the same resampled tasks for every statistic
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    va, vb = np.array([a[t] for t in tasks]), np.array([b[t] for t in tasks])
-    means = {
-        arm_a: {"mean": float(va.mean()), "ci": quantiles(va[idx].mean(axis=1), confidence), "n": n},
-        arm_b: {"mean": float(vb.mean()), "ci": quantiles(vb[idx].mean(axis=1), confidence), "n": n},
-    }
-    if base is not None:
-        have = [t for t in tasks if t in ref]
-        if have:
-            mean, ci = bootstrap_ci([ref[t] for t in have], n_boot, confidence, seed)
-            means[base] = {"mean": mean, "ci": ci, "n": len(have)}
-        else:
-            means[base] = {"mean": None, "ci": None, "n": 0}
-    diff = va - vb
-    a_won = (won == arm_a).astype(float)
-
-    # 3. per category
-    per_category = []
-    for c in sorted(set(cat.values())):
-        rows = [r for r in per_task if r["category"] == c]
-        entry = {
-            "category": c,
-            "n_tasks": len(rows),
-            "means": {arm: float(np.mean([r["scores"][arm] for r in rows])) for arm in (arm_a, arm_b)},
-            "wins": {k: sum(r["winner"] == k for r in rows) for k in (arm_a, arm_b, TIE)},
-        }
-        if base is not None:
-            vals = [r["scores"][base] for r in rows if r["scores"][base] is not None]
-            entry["means"][base] = float(np.mean(vals)) if vals else None
-        entry["share"] = entry["wins"][arm_a] / len(rows)
-        per_category.append(entry)
-
+    # 1. per task: scores, difference, winner; 2. wins and sign tests over them; 3. means with a paired bootstrap
+    # over tasks (the same resampled tasks for every statistic); 4. per category
+    per_task = _per_task(tasks, a, b, ref, arms, base, categories or {}, tie_tolerance)
+    idx = resample(len(tasks), n_boot, seed)
     return {
         "metric": metric,
-        "arms": [arm_a, arm_b],
+        "arms": list(arms),
         "base": base,
-        "n_tasks": n,
+        "n_tasks": len(tasks),
         "tie_tolerance": tie_tolerance,
         "score_digits": DIGITS,  # per-task scores were rounded to this many decimals before anything else
-        "bootstrap": {
-            "n": n_boot,
-            "confidence": confidence,
-            "seed": seed,
-            "unit": "task",
-            "method": "percentile",
-        },
-        "wins": wins,
-        "share": {k: v / n for k, v in wins.items()},
-        "share_ci": {arm_a: quantiles(a_won[idx].mean(axis=1), confidence)},
-        "share_of_decided": {
-            arm_a: wins[arm_a] / decided if decided else None,
-            arm_b: wins[arm_b] / decided if decided else None,
-        },
-        "sign_test": {"decided": decided, "wins": wins[arm_a], "losses": wins[arm_b],
-                      "p": sign_test(wins[arm_a], wins[arm_b]), "alternative": "two-sided", "method": "exact"},
-        "by_tolerance": by_tolerance,
-        "means": means,
-        "mean_diff": {"mean": float(diff.mean()), "ci": quantiles(diff[idx].mean(axis=1), confidence)},
-        "per_category": per_category,
+        "bootstrap": {"n": n_boot, "confidence": confidence, "seed": seed, "unit": "task", "method": "percentile"},
+        **_wins(per_task, arms, idx, confidence),
+        **_means(per_task, arms, base, idx, n_boot, confidence, seed),
+        "per_category": _per_category(per_task, arms, base),
         "per_task": per_task,
         "unmatched": {arm_a: sorted(a.keys() - b.keys()), arm_b: sorted(b.keys() - a.keys())},
     }
+
+
+def _per_task(tasks: list[str], a: dict[str, float], b: dict[str, float], ref: dict[str, float],
+              arms: tuple[str, str], base: str | None, categories: Mapping[str, str], tolerance: float
+              ) -> list[dict[str, Any]]:
+    """A row per task: its category, the scores (the reference's, None where it has none), A - B and the winner."""
+    arm_a, arm_b = arms
+    rows = []
+    for t in tasks:
+        row = {"task": t, "category": categories.get(t, UNCATEGORIZED), "scores": {arm_a: a[t], arm_b: b[t]},
+               "diff": _diff(a[t], b[t]), "winner": winner(a[t], b[t], arm_a, arm_b, tolerance)}
+        if base is not None:
+            row["scores"][base] = ref.get(t)
+        rows.append(row)
+    return rows
+
+
+def _tally(winners: list[str], arms: tuple[str, str]) -> dict[str, int]:
+    return {k: winners.count(k) for k in (*arms, TIE)}
+
+
+def _wins(per_task: list[dict[str, Any]], arms: tuple[str, str], idx: np.ndarray, confidence: float
+          ) -> dict[str, Any]:
+    """Wins and shares (A's with its interval), the sign test, and the same counts at each of TOLERANCES."""
+    arm_a, arm_b = arms
+    won = [r["winner"] for r in per_task]
+    wins = _tally(won, arms)
+    decided = wins[arm_a] + wins[arm_b]
+    by_tolerance = []
+    for tol in TOLERANCES:
+        counts = _tally([winner(r["scores"][arm_a], r["scores"][arm_b], arm_a, arm_b, tol) for r in per_task], arms)
+        by_tolerance.append({"tie_tolerance": tol, "wins": counts, "decided": counts[arm_a] + counts[arm_b],
+                             "sign_test_p": sign_test(counts[arm_a], counts[arm_b])})
+    return {
+        "wins": wins,
+        "share": {k: v / len(won) for k, v in wins.items()},
+        "share_ci": {arm_a: percentile_ci([w == arm_a for w in won], idx, confidence)},
+        "share_of_decided": {arm: wins[arm] / decided if decided else None for arm in arms},
+        "sign_test": {"decided": decided, "wins": wins[arm_a], "losses": wins[arm_b],
+                      "p": sign_test(wins[arm_a], wins[arm_b]), "alternative": "two-sided", "method": "exact"},
+        "by_tolerance": by_tolerance,
+    }
+
+
+def _means(per_task: list[dict[str, Any]], arms: tuple[str, str], base: str | None, idx: np.ndarray, n_boot: int,
+           confidence: float, seed: int) -> dict[str, Any]:
+    """Per-arm means over tasks and A - B's, with paired intervals; the reference's over the tasks it scored."""
+    values = {arm: np.array([r["scores"][arm] for r in per_task]) for arm in arms}
+    means = {arm: {"mean": float(v.mean()), "ci": percentile_ci(v, idx, confidence), "n": len(per_task)}
+             for arm, v in values.items()}
+    if base is not None:
+        have = [r["scores"][base] for r in per_task if r["scores"][base] is not None]
+        if have:  # a draw of its own: it may lack some of the tasks, so it cannot share the arms' resamples
+            mean, ci = bootstrap_ci(have, n_boot, confidence, seed)
+            means[base] = {"mean": mean, "ci": ci, "n": len(have)}
+        else:
+            means[base] = {"mean": None, "ci": None, "n": 0}
+    diff = values[arms[0]] - values[arms[1]]
+    return {"means": means, "mean_diff": {"mean": float(diff.mean()), "ci": percentile_ci(diff, idx, confidence)}}
+
+
+def _per_category(per_task: list[dict[str, Any]], arms: tuple[str, str], base: str | None) -> list[dict[str, Any]]:
+    """Per category, sorted: its tasks, the means (the reference's over the tasks it scored), wins and A's share."""
+    out = []
+    for c in sorted({r["category"] for r in per_task}):
+        rows = [r for r in per_task if r["category"] == c]
+        entry = {"category": c, "n_tasks": len(rows),
+                 "means": {arm: float(np.mean([r["scores"][arm] for r in rows])) for arm in arms},
+                 "wins": _tally([r["winner"] for r in rows], arms)}
+        if base is not None:
+            vals = [r["scores"][base] for r in rows if r["scores"][base] is not None]
+            entry["means"][base] = float(np.mean(vals)) if vals else None
+        entry["share"] = entry["wins"][arms[0]] / len(rows)
+        out.append(entry)
+    return out
 
 
 # -- presentation -----------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from refine_af.cli import app
-from refine_af.compare import compare, headline
+from refine_af.compare import compare_arms, headline
 from refine_af.config import load_config
 from refine_af.errors import RefineError
 from refine_af.runner import read_manifest, run_stage
@@ -164,17 +164,17 @@ def test_headline():
     b = {t: 21.4 for t in tasks}
     a = {t: 20.4 for t in tasks[:4]} | {tasks[4]: 21.4} | {t: (277.2 - 21.4 - 81.6) / 7 for t in tasks[5:]}
     base = {t: 19.0 for t in tasks}
-    report = compare({A: a, B: b, BASE: base}, A, B, base=BASE, n_boot=50)
+    report = compare_arms({A: a, B: b, BASE: base}, A, B, base=BASE, n_boot=50)
     assert headline(report) == (
         "REFINE-AF beats Self-Instruct on 7 of 12 SuperNI tasks (58%), loses 4, 1 tie, sign test p = 0.55; "
         "mean ROUGE-L 23.1 vs 21.4 (base 19.0)"
     )
-    report = compare({A: a, B: b}, A, B, n_boot=50, tie_tolerance=1.5, metric="exact_match")
+    report = compare_arms({A: a, B: b}, A, B, n_boot=50, tie_tolerance=1.5, metric="exact_match")
     assert headline(report, tasks="tasks") == (
         "REFINE-AF beats Self-Instruct on 7 of 12 tasks (58%), loses 0, 5 ties, sign test p = 0.016; "
         "mean exact match 23.1 vs 21.4"
     )
-    report = compare({"x": {"t": 1.0}, "y": {"t": 2.0}}, "x", "y", n_boot=10)
+    report = compare_arms({"x": {"t": 1.0}, "y": {"t": 2.0}}, "x", "y", n_boot=10)
     assert headline(report) == ("x beats y on 0 of 1 SuperNI tasks (0%), loses 1, 0 ties, sign test p = 1; "
                                 "mean ROUGE-L 1.0 vs 2.0")
 

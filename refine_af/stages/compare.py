@@ -3,8 +3,8 @@
     refine-af run --stages compare
 
 Each arm's per-task SuperNI score (`compare.metric`, 0..100) from its `evaluate-<arm>` stage goes into
-`refine_af.compare.compare`: wins, ties and shares per task, means over tasks with bootstrap intervals (seeded by the
-run's `seed`), a per-category table, and the untuned base model as a reference row when `evaluate.include_base`.
+`refine_af.compare.compare_arms`: wins, ties and shares per task, means over tasks with bootstrap intervals (seeded by
+the run's `seed`), a per-category table, and the untuned base model as a reference row when `evaluate.include_base`.
 The user-oriented scores of each arm are added as a secondary section, and each arm's decontamination (how many
 training instances its instances stage dropped for reproducing an evaluation text, by evaluation task) as another.
 The arms must have been evaluated with the same `evaluate` settings: numbers from different eval sets are not
@@ -13,8 +13,8 @@ comparable.
 Inputs:  `refine-af`, `self-instruct`, `base` (each arm's evaluate stage's scores.json; base only when
          evaluate.include_base switches its stage on)
          `decontamination-<arm>` (each training arm's instances stage's decontamination.json)
-Outputs: <run>/compare/report.json   `refine_af.compare.compare`'s dict + "user_oriented" {arm: overall or null},
-                                     "decontamination" {arm: enabled, threshold, checked, dropped, by_task,
+Outputs: <run>/compare/report.json   `refine_af.compare.compare_arms`'s dict + "user_oriented" {arm: overall or
+                                     null}, "decontamination" {arm: enabled, threshold, checked, dropped, by_task,
                                      eval_sets} and "sources" {arm: scores.json URI}
          <run>/compare/report.md     the same as Markdown (`refine_af.compare.render_markdown`)
          <run>/compare/report.png    per-task differences and per-arm means (`refine_af.compare.plot`)
@@ -50,9 +50,9 @@ def run(ctx: StageContext) -> None:
 
     # 2. The comparison, plus the secondary user-oriented means.
     try:
-        report = compare.compare(per_task, A, B, base=BASE if BASE in scores else None, categories=categories,
-                                 tie_tolerance=cfg.tie_tolerance, n_boot=cfg.n_boot, confidence=cfg.confidence,
-                                 seed=ctx.config.seed, metric=cfg.metric)
+        report = compare.compare_arms(per_task, A, B, base=BASE if BASE in scores else None, categories=categories,
+                                      tie_tolerance=cfg.tie_tolerance, n_boot=cfg.n_boot, confidence=cfg.confidence,
+                                      seed=ctx.config.seed, metric=cfg.metric)
     except ValueError as e:
         raise RefineError(f"stage {ctx.name}: {e}") from None
     report["user_oriented"] = {arm: (sc.get("user_oriented") or {}).get("overall") for arm, sc in scores.items()}
