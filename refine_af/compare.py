@@ -222,11 +222,28 @@ def _cell(text: str) -> str:
 
 def render_markdown(report: Mapping[str, Any]) -> str:
     """The report as Markdown: headline, means with intervals, per-category and per-task tables."""
+    sections = (_summary_section, _tolerance_section, _means_section, _category_section, _task_section,
+                _unmatched_section, _user_oriented_section, _decontamination_section)
+    return "\n".join(line for section in sections for line in section(report)) + "\n"
+
+
+def _arms(report: Mapping[str, Any]) -> list[str]:
+    """The table columns: both arms, then the reference arm when there is one."""
+    return [*report["arms"]] + ([report["base"]] if report["base"] else [])
+
+
+def _label(arm: str, base: str | None) -> str:
+    return f"{arm} (reference)" if arm == base else arm
+
+
+def _pct(report: Mapping[str, Any]) -> str:
+    return f"{100 * report['bootstrap']['confidence']:.0f}%"
+
+
+def _summary_section(report: Mapping[str, Any]) -> list[str]:
+    """Title, what was compared, the win count with its interval, A's share of the decided tasks, the sign test."""
     arm_a, arm_b = report["arms"]
-    base, n, wins, share = report["base"], report["n_tasks"], report["wins"], report["share"]
-    boot = report["bootstrap"]
-    arms = [arm_a, arm_b] + ([base] if base else [])
-    pct = f"{100 * boot['confidence']:.0f}%"
+    n, wins, share, share_ci = report["n_tasks"], report["wins"], report["share"], report["share_ci"][arm_a]
     lines = [
         f"# {arm_a} vs {arm_b}",
         "",
@@ -234,8 +251,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"reports it), {n} tasks; a tie is |difference| <= {report['tie_tolerance']:g}.",
         "",
         (
-            f"**{arm_a} wins on {wins[arm_a]} of {n} tasks ({100 * share[arm_a]:.1f}%, {pct} CI "
-            f"{100 * report['share_ci'][arm_a][0]:.1f}-{100 * report['share_ci'][arm_a][1]:.1f}%)**; "
+            f"**{arm_a} wins on {wins[arm_a]} of {n} tasks ({100 * share[arm_a]:.1f}%, {_pct(report)} CI "
+            f"{100 * share_ci[0]:.1f}-{100 * share_ci[1]:.1f}%)**; "
             f"{arm_b} wins on {wins[arm_b]} ({100 * share[arm_b]:.1f}%), ties: {wins[TIE]} ({100 * share[TIE]:.1f}%)."
         ),
     ]
@@ -245,28 +262,46 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     sign = report.get("sign_test")
     if sign:
         lines.append(f"Sign test (exact, two-sided, over the {sign['decided']} decided tasks): p = {_p(sign['p'])}.")
-    if report.get("by_tolerance"):
-        lines += ["", f"| tie tolerance | decided | {_cell(arm_a)} wins | {_cell(arm_b)} wins | ties | sign test p |",
-                  "|---:|---:|---:|---:|---:|---:|"]
-        for row in report["by_tolerance"]:
-            w = row["wins"]
-            lines.append(f"| {row['tie_tolerance']:g} | {row['decided']} | {w[arm_a]} | {w[arm_b]} | {w[TIE]} | "
-                         f"{_p(row['sign_test_p'])} |")
-    lines += [
+    return lines
+
+
+def _tolerance_section(report: Mapping[str, Any]) -> list[str]:
+    """The win counts and sign test at each tie tolerance, when the report has them."""
+    if not report.get("by_tolerance"):
+        return []
+    arm_a, arm_b = report["arms"]
+    lines = ["", f"| tie tolerance | decided | {_cell(arm_a)} wins | {_cell(arm_b)} wins | ties | sign test p |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    for row in report["by_tolerance"]:
+        w = row["wins"]
+        lines.append(f"| {row['tie_tolerance']:g} | {row['decided']} | {w[arm_a]} | {w[arm_b]} | {w[TIE]} | "
+                     f"{_p(row['sign_test_p'])} |")
+    return lines
+
+
+def _means_section(report: Mapping[str, Any]) -> list[str]:
+    """Each arm's mean over tasks with its interval, and A - B's."""
+    arm_a, arm_b = report["arms"]
+    boot = report["bootstrap"]
+    lines = [
         "",
-        f"## Mean over tasks ({pct} paired bootstrap CI, {boot['n']} resamples of tasks, seed {boot['seed']})",
+        f"## Mean over tasks ({_pct(report)} paired bootstrap CI, {boot['n']} resamples of tasks, seed {boot['seed']})",
         "",
         "| arm | mean | CI | tasks |",
         "|---|---:|---|---:|",
     ]
-    for arm in arms:
+    for arm in _arms(report):
         m = report["means"][arm]
-        label = f"{arm} (reference)" if arm == base else arm
-        lines.append(f"| {_cell(label)} | {_num(m['mean'])} | {_ci(m['ci'])} | {m['n']} |")
+        lines.append(f"| {_cell(_label(arm, report['base']))} | {_num(m['mean'])} | {_ci(m['ci'])} | {m['n']} |")
     d = report["mean_diff"]
-    lines += [f"| {_cell(arm_a)} − {_cell(arm_b)} | {_num(d['mean'])} | {_ci(d['ci'])} | {n} |", ""]
+    return lines + [f"| {_cell(arm_a)} − {_cell(arm_b)} | {_num(d['mean'])} | {_ci(d['ci'])} | {report['n_tasks']} |",
+                    ""]
 
-    lines += [
+
+def _category_section(report: Mapping[str, Any]) -> list[str]:
+    arm_a, arm_b = report["arms"]
+    arms = _arms(report)
+    lines = [
         "## Per category",
         "",
         "| category | tasks | " + " | ".join(_cell(a) for a in arms) + f" | {_cell(arm_a)} wins | "
@@ -280,10 +315,13 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             f"| {_cell(c['category'])} | {c['n_tasks']} | {means} | {w[arm_a]} | {w[arm_b]} | "
             f"{w[TIE]} | {100 * c['share']:.0f}% |"
         )
-    lines.append("")
+    return lines + [""]
 
-    lines += [
-        "## Per task (largest advantage for " + arm_a + " first)",
+
+def _task_section(report: Mapping[str, Any]) -> list[str]:
+    arms = _arms(report)
+    lines = [
+        "## Per task (largest advantage for " + report["arms"][0] + " first)",
         "",
         "| task | category | " + " | ".join(_cell(a) for a in arms) + " | difference | winner |",
         "|---|---|" + "---:|" * len(arms) + "---:|---|",
@@ -294,31 +332,33 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             f"| {_cell(r['task'])} | {_cell(r['category'])} | {scores} | {r['diff']:+.2f} | "
             f"{_cell(r['winner'])} |"
         )
+    return lines
+
+
+def _unmatched_section(report: Mapping[str, Any]) -> list[str]:
     unmatched = {k: v for k, v in report["unmatched"].items() if v}
-    if unmatched:
-        lines += [
-            "",
-            "Left out (scored by one arm only): "
-            + "; ".join(f"{k}: {', '.join(v)}" for k, v in unmatched.items()),
-        ]
-    user = report.get("user_oriented") or {}
-    if any(user.get(a) for a in arms):
-        lines += [
-            "",
-            "## User-oriented instructions (secondary: mean over instances, not part of the win count)",
-            "",
-            "| arm | rougeL | exact_match | instances |",
-            "|---|---:|---:|---:|",
-        ]
-        for arm in arms:
-            u = user.get(arm)
-            label = f"{arm} (reference)" if arm == base else arm
-            if u:
-                lines.append(f"| {_cell(label)} | {_num(u['rougeL'])} | {_num(u['exact_match'])} | {u['n']} |")
-            else:
-                lines.append(f"| {_cell(label)} | – | – | 0 |")
-    lines += _decontamination_section(report)
-    return "\n".join(lines) + "\n"
+    if not unmatched:
+        return []
+    return ["", "Left out (scored by one arm only): " + "; ".join(f"{k}: {', '.join(v)}" for k, v in unmatched.items())]
+
+
+def _user_oriented_section(report: Mapping[str, Any]) -> list[str]:
+    """The secondary user-oriented means the compare stage adds, when any arm has them."""
+    user, arms = report.get("user_oriented") or {}, _arms(report)
+    if not any(user.get(a) for a in arms):
+        return []
+    lines = [
+        "",
+        "## User-oriented instructions (secondary: mean over instances, not part of the win count)",
+        "",
+        "| arm | rougeL | exact_match | instances |",
+        "|---|---:|---:|---:|",
+    ]
+    for arm in arms:
+        u, label = user.get(arm), _cell(_label(arm, report["base"]))
+        lines.append(f"| {label} | {_num(u['rougeL'])} | {_num(u['exact_match'])} | {u['n']} |" if u
+                     else f"| {label} | – | – | 0 |")
+    return lines
 
 
 def _decontamination_section(report: Mapping[str, Any]) -> list[str]:
