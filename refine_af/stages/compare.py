@@ -28,7 +28,7 @@ from typing import Any
 from refine_af import compare
 from refine_af.errors import RefineError
 from refine_af.runner import StageContext
-from refine_af.store import Store
+from refine_af.store import Store, read_json
 
 A, B, BASE = "refine-af", "self-instruct", "base"
 SUMMARY = ("enabled", "threshold", "checked", "dropped", "by_task", "eval_sets")  # decontamination.json minus rows
@@ -73,14 +73,20 @@ def run(ctx: StageContext) -> None:
     ctx.provenance.update(sources=report["sources"])
 
 
-def _read_scores(store: Store, key: str) -> dict[str, Any]:
+def _read_input(store: Store, key: str) -> tuple[Any, str]:
+    """An input's parsed JSON and its URI (for messages); a missing or unparseable file says which stage to run."""
     where = f"{store.uri}/{key}"
     try:
-        data = json.loads(store.read_bytes(key))
+        data = read_json(store, key)
     except FileNotFoundError:
         raise RefineError(f"{where} does not exist: run stage {key.split('/')[0]} first") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RefineError(f"{where}: not valid JSON ({e})") from None
+    return data, where
+
+
+def _read_scores(store: Store, key: str) -> dict[str, Any]:
+    data, where = _read_input(store, key)
     per_task = data.get("superni", {}).get("per_task") if isinstance(data, dict) else None
     if not isinstance(per_task, dict) or not per_task:
         raise RefineError(f"{where}: missing field 'superni.per_task' (expected the evaluate stage's scores)")
@@ -94,13 +100,7 @@ def _read_scores(store: Store, key: str) -> dict[str, Any]:
 
 
 def _read_decontamination(store: Store, key: str) -> dict[str, Any]:
-    where = f"{store.uri}/{key}"
-    try:
-        data = json.loads(store.read_bytes(key))
-    except FileNotFoundError:
-        raise RefineError(f"{where} does not exist: run stage {key.split('/')[0]} first") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RefineError(f"{where}: not valid JSON ({e})") from None
+    data, where = _read_input(store, key)
     if not isinstance(data, dict) or not isinstance(data.get("enabled"), bool):
         raise RefineError(f"{where}: missing field 'enabled' (expected the instances stage's decontamination.json)")
     return {k: data.get(k) for k in SUMMARY}
