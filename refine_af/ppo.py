@@ -58,6 +58,10 @@ class Trajectory(NamedTuple):
     values: torch.Tensor  # (B, R) V_old(state_t), the state before token t
     scores: torch.Tensor  # (B,) total reward of each rollout
 
+    @property
+    def model_inputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.input_ids, self.attention_mask, self.position_ids
+
 
 class PPOStats(NamedTuple):
     """What one step did. Means are over the B rollouts unless said otherwise."""
@@ -236,58 +240,91 @@ class PPOTrainer:
     # -- one step -------------------------------------------------------------------------------------------------
 
     def train_step(self, records: Sequence[Any]) -> PPOStats:
-        cfg = self.config
+        """One PPO step on a batch of records: the module docstring's steps 1-7, a method each."""
         records = list(records)
-
-        # 1. rollout: sample one completion per instruction from the current policy
         t0 = time.perf_counter()
+        completions = self._rollout(records)
+        t1 = time.perf_counter()
+        breakdown = self._score(records, completions)
+        t2 = time.perf_counter()
+        traj, entropy, live = self._evaluate_rollouts(completions, breakdown.total)
+        kl_tokens, rewards = self._token_rewards(traj)
+        advantages, returns = self._advantages(traj, rewards)
+        losses = self._update(traj, live, advantages, returns)
+        kl, kl_coef = self._update_kl_coef(kl_tokens)
+        self.step += 1
+        t3 = time.perf_counter()
+
+        stats = self._stats(traj, breakdown, entropy, losses, kl, kl_coef, (t1 - t0, t2 - t1, t3 - t2))
+        self.last_rollouts = [{"instruction": task_of(r)[0], "completion": c.text, "reward": s, "kl": k}
+                              for r, c, s, k in zip(records, completions, traj.scores.tolist(),
+                                                    kl_tokens.sum(1).tolist(), strict=True)]
+        self._check_drift(stats)
+        return stats
+
+    def _rollout(self, records: list[Any]) -> list[Any]:
+        """1. rollout: one completion per instruction from the current policy, sampled from (seed, step)."""
+        cfg = self.config
         params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                                 stop=tuple(self.stop), seed=seeds.derive(self.seed, "rollout", self.step))
-        completions = self.backend.generate([self.prompt_fn(r) for r in records], params, desc="rollout")
-        texts = [c.text for c in completions]
+        return self.backend.generate([self.prompt_fn(r) for r in records], params, desc="rollout")
 
-        # 2. score: the reward sees the text only (cut before the stop string)
-        t1 = time.perf_counter()
-        scored = self.reward_fn(records, texts)
-        breakdown = scored if isinstance(scored, RewardBreakdown) else RewardBreakdown(list(scored), {}, {})
-        t2 = time.perf_counter()
+    def _score(self, records: list[Any], completions: list[Any]) -> RewardBreakdown:
+        """2. score: the reward sees the text only (cut before the stop string)."""
+        scored = self.reward_fn(records, [c.text for c in completions])
+        return scored if isinstance(scored, RewardBreakdown) else RewardBreakdown(list(scored), {}, {})
 
-        # 3. evaluate: old logprobs, values and entropy; the base model's logprobs with the adapter off.
-        # With one epoch of one minibatch the update's own forward pass is the rollout's (ratio 1 exactly), so it
-        # is kept with its graph instead of run twice: the step then costs what TRL's GRPO step costs.
-        traj = self._trajectory(completions, breakdown.total)
-        inputs, R = (traj.input_ids, traj.attention_mask, traj.position_ids), traj.response_mask.shape[1]
+    def _evaluate_rollouts(self, completions: list[Any], scores: Sequence[float]
+                           ) -> tuple[Trajectory, torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """3. evaluate: the trajectory with old logprobs and values, the base model's logprobs (adapter off), and the
+        token entropies; plus the policy's forward pass with its graph when it is the update's too, else None.
+
+        With one epoch of one minibatch the update's own forward pass is the rollout's (ratio 1 exactly), so it is
+        kept with its graph instead of run twice: the step then costs what TRL's GRPO step costs.
+        """
+        traj = self._trajectory(completions, scores)
+        R = traj.response_mask.shape[1]
         with torch.no_grad(), self.policy.disable_adapter():
-            ref_logprobs, _, _ = self._evaluate(*inputs, R, with_values=False)
-        single_pass = cfg.ppo_epochs == 1 and cfg.minibatches == 1
+            ref_logprobs, _, _ = self._evaluate(*traj.model_inputs, R, with_values=False)
+        single_pass = self.config.ppo_epochs == 1 and self.config.minibatches == 1
         with torch.set_grad_enabled(single_pass):
-            live = self._evaluate(*inputs, R)
+            live = self._evaluate(*traj.model_inputs, R)
         logprobs, entropy, values = (x.detach() for x in live)
         traj = traj._replace(logprobs=logprobs, ref_logprobs=ref_logprobs, values=values)
-        mask = traj.response_mask
+        return traj, entropy, live if single_pass else None
 
-        # 4. rewards: per-token KL penalty, the score on each response's last token
+    def _token_rewards(self, traj: Trajectory) -> tuple[torch.Tensor, torch.Tensor]:
+        """4. rewards: (per-token KL to the base model, per-token reward: the KL penalty, plus the score on each
+        response's last token)."""
+        mask = traj.response_mask
         kl_tokens = (traj.logprobs - traj.ref_logprobs) * mask
         rewards = -self.kl.value * kl_tokens
         last = mask.sum(1).long() - 1
         rewards[torch.arange(len(last)), last] += traj.scores
+        return kl_tokens, rewards
 
-        # 5. advantages: GAE, whitened over the batch's response tokens
-        advantages, returns = gae(rewards, traj.values, mask, cfg.gamma, cfg.lam)
-        advantages = whiten(advantages, mask)
+    def _advantages(self, traj: Trajectory, rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """5. advantages: GAE, whitened over the batch's response tokens; and the returns."""
+        advantages, returns = gae(rewards, traj.values, traj.response_mask, self.config.gamma, self.config.lam)
+        return whiten(advantages, traj.response_mask), returns
 
-        # 6. PPO epochs over shuffled minibatches
+    def _update(self, traj: Trajectory, live: tuple[torch.Tensor, ...] | None, advantages: torch.Tensor,
+                returns: torch.Tensor) -> tuple[list[float], list[float], list[float]]:
+        """6. PPO epochs over minibatches shuffled from (seed, step); (policy losses, value losses, clip fractions).
+        `live` is step 3's forward pass when it stands in for the one minibatch's."""
+        cfg, mask, R = self.config, traj.response_mask, traj.response_mask.shape[1]
         policy_losses, value_losses, clip_fracs = [], [], []
-        B, size = len(records), len(records) // cfg.minibatches
+        B = len(traj.input_ids)
+        size = B // cfg.minibatches
         generator = torch.Generator().manual_seed(seeds.derive(self.seed, "minibatches", self.step))
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(B, generator=generator)
             for start in range(0, B, size):
                 idx = order[start : start + size]
-                if single_pass:
+                if live is not None:
                     new_logprobs, _, new_values = (x[idx] for x in live)
                 else:
-                    new_logprobs, _, new_values = self._evaluate(*(x[idx] for x in inputs), R)
+                    new_logprobs, _, new_values = self._evaluate(*(x[idx] for x in traj.model_inputs), R)
                 pg_loss, clip_frac = clipped_policy_loss(new_logprobs, traj.logprobs[idx], advantages[idx],
                                                          mask[idx], cfg.clip_range)
                 vf_loss = clipped_value_loss(new_values, traj.values[idx], returns[idx], mask[idx],
@@ -299,30 +336,28 @@ class PPOTrainer:
                 policy_losses.append(pg_loss.item())
                 value_losses.append(vf_loss.item())
                 clip_fracs.append(clip_frac.item())
+        return policy_losses, value_losses, clip_fracs
 
-        # 7. KL coefficient for the next step
-        kl = kl_tokens.sum(1).mean().item()
-        kl_coef = self.kl.value
-        self.kl.update(kl, B)
-        self.step += 1
-        t3 = time.perf_counter()
+    def _update_kl_coef(self, kl_tokens: torch.Tensor) -> tuple[float, float]:
+        """7. KL coefficient for the next step; (this step's KL per response, the coefficient it was penalised by)."""
+        kl, kl_coef = kl_tokens.sum(1).mean().item(), self.kl.value
+        self.kl.update(kl, len(kl_tokens))
+        return kl, kl_coef
 
-        lengths = mask.sum(1)
-        scores = traj.scores
+    def _stats(self, traj: Trajectory, breakdown: RewardBreakdown, entropy: torch.Tensor,
+               losses: tuple[list[float], list[float], list[float]], kl: float, kl_coef: float,
+               seconds: tuple[float, float, float]) -> PPOStats:
+        mask, scores = traj.response_mask, traj.scores
+        policy_losses, value_losses, clip_fracs = losses
         terms = {name: {"mean": float(np.mean(raw)), "std": float(np.std(raw)),
                         "weighted": float(np.mean(breakdown.weighted[name]))}
                  for name, raw in breakdown.raw.items()}
-        stats = PPOStats(
+        return PPOStats(
             step=self.step, reward=scores.mean().item(), reward_std=scores.std(unbiased=False).item(), terms=terms,
             kl=kl, kl_coef=kl_coef, policy_loss=float(np.mean(policy_losses)),
             value_loss=float(np.mean(value_losses)), entropy=masked_mean(entropy, mask).item(),
-            clip_fraction=float(np.mean(clip_fracs)), response_length=lengths.float().mean().item(),
-            seconds_rollout=t1 - t0, seconds_scoring=t2 - t1, seconds_update=t3 - t2)
-        self.last_rollouts = [{"instruction": task_of(r)[0], "completion": c, "reward": s, "kl": k}
-                              for r, c, s, k in zip(records, texts, scores.tolist(), kl_tokens.sum(1).tolist(),
-                                                    strict=True)]
-        self._check_drift(stats)
-        return stats
+            clip_fraction=float(np.mean(clip_fracs)), response_length=mask.sum(1).float().mean().item(),
+            seconds_rollout=seconds[0], seconds_scoring=seconds[1], seconds_update=seconds[2])
 
     def _trajectory(self, completions: Sequence[Any], scores: Sequence[float]) -> Trajectory:
         """Token tensors for the rollouts: prompts left-padded, responses right-padded."""
