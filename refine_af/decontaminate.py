@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from refine_af import superni
 from refine_af.dedup import NearDuplicateFilter
 from refine_af.errors import RefineError
+from refine_af.evalsets import superni, user_oriented
 from refine_af.store import Store, open_store, split_uri
 
 __all__ = ["Decontaminator", "EvalText", "eval_texts", "load_eval_texts"]
@@ -54,7 +54,7 @@ def instance_text(input: str, output: str) -> str:
     return f"{input}\n{output}"
 
 
-def eval_texts(tasks: Sequence[superni.SuperNITask], user: Sequence[superni.UserTask]) -> list[EvalText]:
+def eval_texts(tasks: Sequence[superni.SuperNITask], user: Sequence[user_oriented.UserTask]) -> list[EvalText]:
     """The texts of the evaluation sets: each definition / instruction, each instance with each reference output."""
     out = []
     for t in tasks:
@@ -78,12 +78,12 @@ def superni_store(location: str, s3: Any = None) -> Store:
     return open_store(location, s3, check=False)
 
 
-def load_user_oriented(location: str | None, max_items: int | None, s3: Any = None) -> list[superni.UserTask]:
+def load_user_oriented(location: str | None, max_items: int | None, s3: Any = None) -> list[user_oriented.UserTask]:
     """The user-oriented instructions named by `evaluate.user_oriented` (builtin, a path, s3://); none for null."""
     if location is None:
         return []
-    parent, key = split_uri(str(superni.DEFAULT_USER_ORIENTED) if location == "builtin" else location)
-    return superni.load_user_oriented(key, max_items=max_items, store=open_store(parent, s3, check=False))
+    parent, key = split_uri(str(user_oriented.DEFAULT_USER_ORIENTED) if location == "builtin" else location)
+    return user_oriented.load_user_oriented(key, max_items=max_items, store=open_store(parent, s3, check=False))
 
 
 def load_eval_texts(evaluate: Any, s3: Any = None) -> tuple[list[EvalText], dict[str, Any]]:

@@ -90,7 +90,7 @@ OPERATIONAL = ("evaluate.include_base", "evaluate.shards", "instances.shards", "
                "sft.checkpoint_every", "rl.warn_kl", "rl.warn_entropy", "rl.warn_length_ratio")
 
 INSTANCE_PROMPTS = ("instance_input_first", "instance_output_first")
-SFT_PROMPTS = ("instruction_prompt", "instruction_prompt_input")  # superni.instruction_prompt: SFT's training format
+SFT_PROMPTS = ("instruction_prompt", "instruction_prompt_input")  # SFT's training format (instruction_format)
 # SuperNI's prompt and, for user-oriented instructions, the format SFT trains on
 EVALUATE_PROMPTS = ("superni", "superni_example", *SFT_PROMPTS)
 # The evaluation sets an instances stage decontaminates its dataset against (instances.decontaminate)

@@ -122,7 +122,7 @@ def code_digest(module: str, root: Path = PACKAGE) -> str:
 
 def fingerprint(s: Stage, config: RunConfig, parents: dict[str, str]) -> str:
     """The stage's cache key; see the module docstring for what goes in and what stays out."""
-    from refine_af.data import seeds_bytes
+    from refine_af.readers import seeds_bytes
 
     key: dict[str, Any] = {
         "stage": s.name,

@@ -76,7 +76,7 @@ def test_editing_the_superni_prompt_reruns_a_finished_evaluate_stage(tmp_path, p
 
 
 def test_the_sft_format_is_a_prompt_file_in_sft_and_evaluate(prompt_copy):
-    from refine_af.superni import instruction_prompt
+    from refine_af.instruction_format import instruction_prompt
 
     before = {n: _fp(n) for n in ("sft-refine-af", "evaluate-refine-af", "rl")}
     (prompt_copy / "instruction_prompt_input.txt").write_text("Do: $instruction\n\nWith: $input\n\nAnswer:\n")
@@ -91,8 +91,8 @@ def test_the_sft_format_is_a_prompt_file_in_sft_and_evaluate(prompt_copy):
 def test_a_changed_module_the_stage_imports_changes_its_fingerprint(source_copy):
     code_digest.cache_clear()
     before = {n: _fp(n) for n in ("sft-refine-af", "compare", "evaluate-base")}
-    superni = source_copy / "superni.py"  # imported by sft and evaluate, not by compare
-    superni.write_text(superni.read_text() + "\n# a comment is a change too\n")
+    shared = source_copy / "instruction_format.py"  # imported by sft and evaluate, not by compare
+    shared.write_text(shared.read_text() + "\n# a comment is a change too\n")
     code_digest.cache_clear()
     after = {n: _fp(n) for n in before}
     assert after["sft-refine-af"] != before["sft-refine-af"]

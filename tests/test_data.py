@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from refine_af.data import load_seeds, parse_seeds
 from refine_af.errors import RefineError
+from refine_af.readers import load_seeds, parse_seeds
 
 GOOD = {"id": "t1", "name": "n", "instruction": "Say hello to the user politely.",
         "instances": [{"input": "", "output": "Hello!"}], "is_classification": False}
@@ -29,11 +29,11 @@ def test_self_instruct_seeds_drop_in(seed_file):
 
 @pytest.mark.parametrize(("rows", "message"), [
     ((GOOD, "{not json"), "seeds.jsonl:2: not valid JSON"),
-    (({k: v for k, v in GOOD.items() if k != "instruction"},), "seeds.jsonl:1: missing field 'instruction'"),
-    (({**GOOD, "is_classification": "no"},), "seeds.jsonl:1: field 'is_classification' must be bool"),
-    (({**GOOD, "instances": [{"input": ""}]},), "seeds.jsonl:1: instances[0]: missing field 'output'"),
-    (({**GOOD, "instruction": "  "},), "seeds.jsonl:1: field 'instruction' is empty"),
-    (("[1, 2]",), "seeds.jsonl:1: expected a JSON object"),
+    (({k: v for k, v in GOOD.items() if k != "instruction"},), "seeds.jsonl:1:instruction: missing"),
+    (({**GOOD, "is_classification": "no"},), "seeds.jsonl:1:is_classification: must be a boolean, got a string"),
+    (({**GOOD, "instances": [{"input": ""}]},), "seeds.jsonl:1:instances.0.output: missing"),
+    (({**GOOD, "instruction": "  "},), "seeds.jsonl:1:instruction: empty"),
+    (("[1, 2]",), "seeds.jsonl:1: expected a JSON object, got a list"),
     ((), "no seed tasks"),
 ])
 def test_bad_seed_files_name_line_and_field(rows, message):

@@ -6,17 +6,17 @@ import json
 
 import pytest
 
-from refine_af import superni
 from refine_af.config import load_config
 from refine_af.decontaminate import Decontaminator, eval_texts, load_eval_texts
 from refine_af.dedup import rouge_l_f
 from refine_af.errors import RefineError
+from refine_af.evalsets import superni, user_oriented
 from refine_af.generate.base import Completion
 from refine_af.runner import read_manifest, run_stage
 from refine_af.store import jsonl_bytes, open_store, read_json, read_jsonl, write_json
 
 TASKS = superni.load_tasks(max_instances=4)
-USER = superni.load_user_oriented()
+USER = user_oriented.load_user_oriented()
 ANALOGY = next(t for t in TASKS if t.name == "task_refine_006_word_analogy")
 TITLES = next(t for t in TASKS if t.name == "task_refine_010_title_generation")
 CLEAN = ("Give the capital city of the country.", "France", "Paris")

@@ -5,9 +5,9 @@ import shutil
 
 import pytest
 
-from refine_af import superni
 from refine_af.config import load_config
 from refine_af.errors import RefineError
+from refine_af.evalsets import metrics, superni, user_oriented
 from refine_af.generate import Completion
 from refine_af.runner import read_manifest, run_stage
 from refine_af.store import FileStore, read_json, read_jsonl, write_json
@@ -58,8 +58,8 @@ def _check_recomputable(store, arm):
     rows = read_jsonl(store, f"evaluate-{arm}/predictions.jsonl")
     scores = read_json(store, f"evaluate-{arm}/scores.json")
     for r in rows:
-        assert r["rougeL"] == pytest.approx(superni.rouge_l(r["prediction"], r["references"]))
-        assert r["exact_match"] == superni.exact_match(r["prediction"], r["references"])
+        assert r["rougeL"] == pytest.approx(metrics.rouge_l(r["prediction"], r["references"]))
+        assert r["exact_match"] == metrics.exact_match(r["prediction"], r["references"])
         assert r["prediction"] == superni.clean_prediction(r["generation"])
     for set_name in ("superni", "user_oriented"):
         mine = [r for r in rows if r["set"] == set_name]
@@ -113,9 +113,9 @@ class EchoBackend:
 def test_greedy_raw_prompts_one_call_per_shard(tmp_path, tiny_model_dir):
     store = _run(tmp_path, arms=())
     tasks = superni.load_tasks(max_tasks=3, max_instances=2)
-    users = superni.load_user_oriented(max_items=2)
+    users = user_oriented.load_user_oriented(max_items=2)
     answers = {superni.build_prompt(t, i): i.outputs[0] for t in tasks for i in t.instances}
-    answers |= {superni.build_user_prompt(u, i): i.outputs[0] for u in users for i in u.instances}
+    answers |= {user_oriented.build_user_prompt(u, i): i.outputs[0] for u in users for i in u.instances}
     backend = EchoBackend(answers)
     assert run_stage(_config(store, tiny_model_dir), "evaluate-base", store, backend=backend) == "done"
 
@@ -150,9 +150,9 @@ GOOD_TASK = json.dumps({"Definition": ["Answer yes or no."], "Categories": ["Yes
 
 
 @pytest.mark.parametrize("bad, split, fragments", [
-    ('{"Definition": ["x"], "Instances": [', ["good", "bad"], ["bad.json", "invalid JSON"]),
-    (json.dumps({"Instances": [{"input": "a", "output": ["b"]}]}), ["good", "bad"], ["bad.json", "'Definition'"]),
-    (json.dumps({"Definition": "Do it."}), ["good", "bad"], ["bad.json", "'Instances'"]),
+    ('{"Definition": ["x"], "Instances": [', ["good", "bad"], ["bad.json:1: not valid JSON"]),
+    (json.dumps({"Instances": [{"input": "a", "output": ["b"]}]}), ["good", "bad"], ["bad.json:Definition: missing"]),
+    (json.dumps({"Definition": "Do it."}), ["good", "bad"], ["bad.json:Instances: missing"]),
     (None, ["good", "absent"], ["test_tasks.txt line 2", "'absent' does not exist"]),
 ], ids=["invalid-json", "no-definition", "no-instances", "missing-task"])
 def test_bad_superni_writes_nothing(tmp_path, tiny_model_dir, bad, split, fragments):
@@ -172,7 +172,7 @@ def test_bad_locations_and_user_file_write_nothing(tmp_path, tiny_model_dir):
         run_stage(_config(store, tiny_model_dir, f"evaluate.superni={tmp_path / 'nowhere'}"), "evaluate-base", store)
     user = tmp_path / "user.jsonl"
     user.write_text('{"id": "u1", "instruction": "Say hi.", "instances": [{"input": ""}]}\n')
-    with pytest.raises(RefineError, match=r"user.jsonl line 1: field 'instances\[0\].output'"):
+    with pytest.raises(RefineError, match=r"user.jsonl:1:instances\.0\.output: missing"):
         run_stage(_config(store, tiny_model_dir, f"evaluate.user_oriented={user}"), "evaluate-base", store)
     assert store.list("evaluate-base") == []
 

@@ -100,7 +100,7 @@ def test_refine_af_arm_generates_with_the_adapter(tmp_path, tiny_model_dir):
 
 @pytest.mark.parametrize("instructions,message", [
     ([], "holds no instructions"),
-    ([{"instruction": ""}], ":1: field 'instruction'"),
+    ([{"instruction": ""}], "instructions.jsonl:1:instruction: empty"),
 ])
 def test_bad_instruction_file(tmp_path, tiny_model_dir, instructions, message):
     config, store = make_run(tmp_path, tiny_model_dir, instructions=instructions)

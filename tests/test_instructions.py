@@ -3,7 +3,7 @@ import random
 import pytest
 from rouge_score import rouge_scorer
 
-from refine_af.data import load_seeds
+from refine_af.readers import load_seeds
 from refine_af.stages.instructions import (
     build_prompt,
     classify_examples,

@@ -11,9 +11,9 @@ import torch
 from refine_af import runner
 from refine_af.config import load_config
 from refine_af.errors import RefineError
+from refine_af.instruction_format import instruction_prompt
 from refine_af.stages.sft import build_trainer
 from refine_af.store import FileStore, read_json, write_json
-from refine_af.superni import instruction_prompt
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

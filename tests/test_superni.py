@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from rouge_score import rouge_scorer
 
-from refine_af import superni
 from refine_af.errors import RefineError
+from refine_af.evalsets import metrics, superni, user_oriented
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SAMPLE = SHARED / "superni_test"
@@ -48,12 +48,12 @@ def task_data(**override):
     ],
 )
 def test_exact_match_normalisation(prediction, reference, expected):
-    assert superni.exact_match(prediction, [reference]) == expected
+    assert metrics.exact_match(prediction, [reference]) == expected
 
 
 def test_exact_match_takes_any_reference():
-    assert superni.exact_match("Tokyo", ["Kyoto", "tokyo."]) == 1.0
-    assert superni.exact_match("Osaka", ["Kyoto", "Tokyo"]) == 0.0
+    assert metrics.exact_match("Tokyo", ["Kyoto", "tokyo."]) == 1.0
+    assert metrics.exact_match("Osaka", ["Kyoto", "Tokyo"]) == 0.0
 
 
 CASES = [
@@ -70,15 +70,15 @@ CASES = [
 def test_rouge_l_matches_reference_implementation(prediction, references):
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     expected = max(scorer.score(target=r, prediction=prediction)["rougeL"].fmeasure for r in references)
-    assert superni.rouge_l(prediction, references) == pytest.approx(expected, abs=1e-12)
+    assert metrics.rouge_l(prediction, references) == pytest.approx(expected, abs=1e-12)
 
 
 def test_rouge_l_hand_numbers():
     # tokens after stemming: [cat, are, run] vs [a, cat, run]: LCS 2, P = R = 2/3
-    assert superni.rouge_l("cats are running", ["a cat runs"]) == pytest.approx(2 / 3)
-    assert superni.rouge_l("Yes.", ["yes"]) == 1.0
+    assert metrics.rouge_l("cats are running", ["a cat runs"]) == pytest.approx(2 / 3)
+    assert metrics.rouge_l("Yes.", ["yes"]) == 1.0
     # the default tokenizer keeps only [a-z0-9]: non-English text scores 0 even when identical
-    assert superni.rouge_l("你好", ["你好"]) == 0.0
+    assert metrics.rouge_l("你好", ["你好"]) == 0.0
 
 
 def test_score_task_is_compute_metrics():
@@ -88,12 +88,12 @@ def test_score_task_is_compute_metrics():
     rouge = sum(
         max(scorer.score(target=r, prediction=p)["rougeL"].fmeasure for r in rs) for p, rs in zip(preds, refs)
     )
-    got = superni.score_task(preds, refs)
+    got = metrics.score_task(preds, refs)
     assert got["exact_match"] == pytest.approx(100 / 3)
     assert got["rougeL"] == pytest.approx(100 * rouge / 3)
     assert got["n"] == 3
     with pytest.raises(ValueError):
-        superni.score_task(["a"], [])
+        metrics.score_task(["a"], [])
 
 
 def test_score_tasks_groups_and_missing():
@@ -164,14 +164,14 @@ def test_embedded_superni_set_is_valid():
 
 
 def test_embedded_user_oriented_set_is_valid():
-    items = superni.load_user_oriented()
+    items = user_oriented.load_user_oriented()
     assert len(items) == 12
     assert all(i.motivation_app and i.instruction and i.instances for i in items)
     preds = {inst.id: inst.outputs[0] for i in items for inst in i.instances}
-    assert superni.score_user_oriented(items, preds)["overall"]["rougeL"] == 100.0
+    assert user_oriented.score_user_oriented(items, preds)["overall"]["rougeL"] == 100.0
     no_input = next(i for i in items if not i.instances[0].input)
     assert (
-        superni.build_user_prompt(no_input, no_input.instances[0])
+        user_oriented.build_user_prompt(no_input, no_input.instances[0])
         == f"Instruction: {no_input.instruction}\n\nOutput:"
     )
 
@@ -180,12 +180,12 @@ def test_definition_string_and_optional_fields(tmp_path):
     write_task(tmp_path, "t1", {"Definition": "Say hi", "Instances": [{"input": "x", "output": "hi"}]})
     (task,) = superni.load_tasks(tmp_path)
     assert task.definition == "Say hi" and task.category == "Uncategorized"
-    assert task.instances[0] == superni.Instance("t1-0", "x", ("hi",))
+    assert task.instances[0] == metrics.Instance("t1-0", "x", ("hi",))
 
 
 def test_error_invalid_json_names_file_and_line(tmp_path):
     write_task(tmp_path, "bad", '{\n  "Definition": ["x"],\n  "Instances": [\n}')
-    with pytest.raises(RefineError, match=r"tasks/bad\.json: invalid JSON at line 4"):
+    with pytest.raises(RefineError, match=r"tasks/bad\.json:4: not valid JSON \(Expecting value at column 1\)"):
         superni.load_tasks(tmp_path)
 
 
@@ -194,7 +194,7 @@ def test_error_missing_field(tmp_path, field):
     data = task_data()
     del data[field]
     write_task(tmp_path, "t", data)
-    with pytest.raises(RefineError, match=rf"tasks/t\.json: missing field '{field}'"):
+    with pytest.raises(RefineError, match=rf"tasks/t\.json:{field}: missing"):
         superni.load_tasks(tmp_path)
 
 
@@ -202,7 +202,7 @@ def test_error_bad_instance_output(tmp_path):
     write_task(
         tmp_path, "t", task_data(Instances=[{"input": "a", "output": ["ok"]}, {"input": "b", "output": []}])
     )
-    with pytest.raises(RefineError, match=r"tasks/t\.json: field 'Instances\[1\]\.output'"):
+    with pytest.raises(RefineError, match=r"tasks/t\.json:Instances\.1\.output: empty"):
         superni.load_tasks(tmp_path)
 
 
@@ -231,24 +231,24 @@ USER_OK = {
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("{not json", r"line 2: invalid JSON at column 2"),
-        (json.dumps({**USER_OK, "id": "u2", "instruction": None}), r"line 2: field 'instruction' must be"),
+        ("{not json", r":2: not valid JSON \(.* at column 2\)"),
+        (json.dumps({**USER_OK, "id": "u2", "instruction": None}), r":2:instruction: must be a string, got null"),
         (
             json.dumps({k: v for k, v in USER_OK.items() if k != "instances"} | {"id": "u2"}),
-            r"line 2: missing field 'instances'",
+            r":2:instances: missing",
         ),
         (
             json.dumps({**USER_OK, "id": "u2", "instances": [{"input": "x"}]}),
-            r"line 2: field 'instances\[0\]\.output'",
+            r":2:instances\.0\.output: missing",
         ),
-        (json.dumps(USER_OK), r"line 2: field 'id' repeats 'u1' from line 1"),
+        (json.dumps(USER_OK), r":2:id: repeats 'u1' from line 1"),
     ],
 )
 def test_user_oriented_errors_name_line_and_field(tmp_path, line, message):
     path = tmp_path / "user.jsonl"
     path.write_text(json.dumps(USER_OK) + "\n" + line + "\n")
-    with pytest.raises(RefineError, match=r"user\.jsonl " + message):
-        superni.load_user_oriented(path)
+    with pytest.raises(RefineError, match=r"user\.jsonl" + message):
+        user_oriented.load_user_oriented(path)
 
 
 def test_user_oriented_from_store_key(tmp_path):
@@ -256,7 +256,7 @@ def test_user_oriented_from_store_key(tmp_path):
 
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "u.jsonl").write_text(json.dumps(USER_OK) + "\n\n")
-    (item,) = superni.load_user_oriented("eval/u.jsonl", store=open_store(str(tmp_path), check=False))
+    (item,) = user_oriented.load_user_oriented("eval/u.jsonl", store=open_store(str(tmp_path), check=False))
     assert item.instances[0].id == "u1-0" and item.instances[0].outputs == ("y",)
 
 
@@ -267,8 +267,8 @@ def test_loads_from_s3_prefix(s3_env):
         if path.is_file():
             key = path.relative_to(superni.DEFAULT_SUPERNI_ROOT).as_posix()
             s3.put_object(Bucket=bucket, Key=f"superni/{key}", Body=path.read_bytes())
-    s3.put_object(Bucket=bucket, Key="user.jsonl", Body=superni.DEFAULT_USER_ORIENTED.read_bytes())
+    s3.put_object(Bucket=bucket, Key="user.jsonl", Body=user_oriented.DEFAULT_USER_ORIENTED.read_bytes())
     assert superni.load_tasks(f"s3://{bucket}/superni") == superni.load_tasks()
-    assert superni.load_user_oriented(f"s3://{bucket}/user.jsonl") == superni.load_user_oriented()
+    assert user_oriented.load_user_oriented(f"s3://{bucket}/user.jsonl") == user_oriented.load_user_oriented()
     with pytest.raises(RefineError, match=rf"s3://{bucket}/nothing/splits/default/test_tasks\.txt: file not found"):
         superni.load_tasks(f"s3://{bucket}/nothing")

@@ -63,8 +63,8 @@ def test_sft_trains_on_the_sequence_generation_sees(tmp_path, bos_tokenizer, cha
     is fine-tuned on one sequence and evaluated on another)."""
     from refine_af.config import SFTConfig
     from refine_af.generate import as_user_turn
+    from refine_af.instruction_format import instruction_prompt
     from refine_af.stages.sft import build_trainer
-    from refine_af.superni import instruction_prompt
 
     tok = copy.deepcopy(chat_tokenizer if chat else bos_tokenizer)
     rows = [{"instruction": "Say hi .", "input": "", "output": "Hi there !"},

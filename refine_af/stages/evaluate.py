@@ -4,9 +4,10 @@
 
 Arms `refine-af` and `self-instruct` are the base model + the LoRA adapter their `sft-<arm>` stage trained; arm
 `base` (on when `evaluate.include_base`) is the untuned model, a reference row. Every arm gets the same raw-text
-prompts: SuperNI's definition + "Input: ... Output:" (`superni.build_prompt`) and, for user-oriented instructions,
-the "Instruction: ... Output:" format SFT trains on (`superni.instruction_prompt`), sent as a user turn of the chat
-template when the model has one, as SFT trains (`generate.as_user_turn`), and as raw text otherwise.
+prompts: SuperNI's definition + "Input: ... Output:" (`evalsets.superni.build_prompt`) and, for user-oriented
+instructions, the "Instruction: ... Output:" format SFT trains on (`instruction_format.instruction_prompt`), sent as a
+user turn of the chat template when the model has one, as SFT trains (`generate.as_user_turn`), and as raw text
+otherwise.
 Decoding is greedy; a generation is cut where the model starts a new block of the prompt pattern
 (`superni.clean_prediction`) and scored with SuperNI's ROUGE-L and exact match.
 
@@ -19,11 +20,12 @@ Inputs:  `adapter` (sft-<arm>'s LoRA adapter; arms refine-af and self-instruct)
          evaluate.superni, evaluate.user_oriented  (builtin sets, local paths or s3:// URIs)
 Outputs: <run>/evaluate-<arm>/predictions.jsonl  one row per instance: set (superni | user_oriented), task,
                                                   category, id, prediction, references, rougeL and exact_match
-                                                  (0..1, as `superni.rouge_l` / `exact_match` return them), and
+                                                  (0..1, as `metrics.rouge_l` / `exact_match` return them), and
                                                   the raw generation
          <run>/evaluate-<arm>/scores.json        {"superni": superni.score_tasks(...), "user_oriented":
-                                                  superni.score_user_oriented(...) or null, "arm", "model",
-                                                  "adapter", "evaluate": the evaluate config} (scores 0..100)
+                                                  user_oriented.score_user_oriented(...) or null, "arm", "model",
+                                                  "adapter", "evaluate": the evaluate config} (scores 0..100;
+                                                  `schemas.ScoresFile`, checked before it is written)
 """
 
 from __future__ import annotations
@@ -32,11 +34,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from refine_af import superni
 from refine_af.errors import RefineError
+from refine_af.evalsets import metrics, superni, user_oriented
 from refine_af.generate import SamplingParams, as_user_turn
 from refine_af.models import describe
 from refine_af.runner import StageContext, config_slice
+from refine_af.schemas import ScoresFile
 from refine_af.store import Store, jsonl_bytes, open_store, split_uri
 
 BASE = "base"
@@ -49,7 +52,7 @@ class Job:
     set: str  # "superni" | "user_oriented"
     task: str
     category: str
-    instance: superni.Instance
+    instance: metrics.Instance
     prompt: str
 
 
@@ -63,8 +66,8 @@ def run(ctx: StageContext) -> None:
     user = _user_oriented(ctx)
     superni_jobs = [Job("superni", t.name, t.category, inst, superni.build_prompt(t, inst, cfg.num_pos_examples))
                     for t in tasks for inst in t.instances]
-    user_jobs = [Job("user_oriented", u.id, u.motivation_app or superni.UNCATEGORIZED, inst,
-                     superni.build_user_prompt(u, inst)) for u in user for inst in u.instances]
+    user_jobs = [Job("user_oriented", u.id, u.motivation_app or metrics.UNCATEGORIZED, inst,
+                     user_oriented.build_user_prompt(u, inst)) for u in user for inst in u.instances]
 
     # 2. Greedy answers from the base model + the arm's SFT adapter (none for base), in shards.
     adapter_key = ctx.input("adapter") if "adapter" in ctx.stage.inputs else None
@@ -89,8 +92,8 @@ def run(ctx: StageContext) -> None:
         raw = generations[(j.set, j.instance.id)]
         pred = superni.clean_prediction(raw)
         rows.append({"set": j.set, "task": j.task, "category": j.category, "id": j.instance.id, "prediction": pred,
-                     "references": list(j.instance.outputs), "rougeL": superni.rouge_l(pred, j.instance.outputs),
-                     "exact_match": superni.exact_match(pred, j.instance.outputs), "generation": raw})
+                     "references": list(j.instance.outputs), "rougeL": metrics.rouge_l(pred, j.instance.outputs),
+                     "exact_match": metrics.exact_match(pred, j.instance.outputs), "generation": raw})
     preds = {s: {r["id"]: r["prediction"] for r in rows if r["set"] == s} for s in ("superni", "user_oriented")}
     scores = {
         "arm": arm,
@@ -98,8 +101,10 @@ def run(ctx: StageContext) -> None:
         "adapter": None if adapter_key is None else f"{ctx.store.uri}/{adapter_key}",
         "evaluate": config_slice(ctx.config, "evaluate"),  # no operational keys: shards change nothing
         "superni": superni.score_tasks(tasks, preds["superni"]),
-        "user_oriented": superni.score_user_oriented(user, preds["user_oriented"]) if user else None,
+        "user_oriented": user_oriented.score_user_oriented(user, preds["user_oriented"]) if user else None,
     }
+
+    ScoresFile.model_validate(scores)  # what compare reads: a mismatch is a bug here, caught before writing
 
     # 5. Outputs.
     ctx.write_output("predictions.jsonl", jsonl_bytes(rows))
@@ -125,14 +130,14 @@ def _superni_store(ctx: StageContext) -> Store:
 
 
 def _user_location(location: str | None) -> str | None:
-    return str(superni.DEFAULT_USER_ORIENTED) if location == "builtin" else location
+    return str(user_oriented.DEFAULT_USER_ORIENTED) if location == "builtin" else location
 
 
-def _user_oriented(ctx: StageContext) -> list[superni.UserTask]:
+def _user_oriented(ctx: StageContext) -> list[user_oriented.UserTask]:
     """The user-oriented instructions named by `evaluate.user_oriented`; none when it is null."""
     location = _user_location(ctx.config.evaluate.user_oriented)
     if location is None:
         return []
     parent, key = split_uri(location)
     store = open_store(parent, ctx.config.s3, check=False)
-    return superni.load_user_oriented(key, max_items=ctx.config.evaluate.max_user_oriented, store=store)
+    return user_oriented.load_user_oriented(key, max_items=ctx.config.evaluate.max_user_oriented, store=store)

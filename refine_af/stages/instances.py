@@ -34,10 +34,10 @@ import json
 import time
 
 from refine_af import __version__, decontaminate, instance_format
-from refine_af.data import load_instructions
 from refine_af.errors import RefineError
 from refine_af.generate import SamplingParams
 from refine_af.models import describe
+from refine_af.readers import load_instructions
 from refine_af.runner import StageContext, config_slice
 from refine_af.seeds import derive
 from refine_af.store import jsonl_bytes

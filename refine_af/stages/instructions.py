@@ -25,11 +25,11 @@ import string
 
 from tqdm.auto import tqdm
 
-from refine_af.data import SeedTask, load_seeds
 from refine_af.dedup import NearDuplicateFilter
 from refine_af.generate import SamplingParams
 from refine_af.models import describe
 from refine_af.prompts import template
+from refine_af.readers import SeedTask, load_seeds
 from refine_af.runner import StageContext
 from refine_af.seeds import derive
 from refine_af.store import jsonl_bytes, read_jsonl

@@ -35,9 +35,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from refine_af import checkpoints, progress
-from refine_af.readers import load_instructions
 from refine_af.errors import RefineError
 from refine_af.models import describe, load_causal_lm, pick_device, save_adapter
+from refine_af.readers import load_instructions
 from refine_af.runner import StageContext
 from refine_af.store import jsonl_bytes
 

@@ -2,7 +2,7 @@
 
     refine-af run --stages sft-refine-af,sft-self-instruct --set sft.epochs=3
 
-Each row becomes a prompt-completion pair: the prompt is `superni.instruction_prompt(instruction, input)`
+Each row becomes a prompt-completion pair: the prompt is `instruction_format.instruction_prompt(instruction, input)`
 (prompts/instruction_prompt*.txt, the format evaluation uses), as a user turn for chat models and raw text for base
 models (`generate.as_user_turn`); the completion is the assistant turn, or " " + output followed by EOS for base
 models. The loss is on the
@@ -23,7 +23,6 @@ Outputs: <run>/sft-<arm>/adapter/             the LoRA adapter (peft: adapter_co
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import statistics
 import tempfile
@@ -34,36 +33,17 @@ from typing import Any
 from transformers import TrainerCallback
 
 from refine_af import checkpoints, models, progress, seeds
-from refine_af.data import json_lines, read_input
 from refine_af.errors import RefineError
 from refine_af.generate import as_user_turn
+from refine_af.instruction_format import instruction_prompt
+from refine_af.readers import read_dataset
 from refine_af.runner import StageContext
 from refine_af.store import jsonl_bytes
-from refine_af.superni import instruction_prompt
 
 log = logging.getLogger(__name__)
 
-FIELDS = ("instruction", "input", "output")
 LOG_LINES = 10  # progress lines per run (every row still goes to metrics.jsonl)
 STATE = "trainer_state.json"  # the file of a Trainer checkpoint uploaded last: its presence marks it complete
-
-
-def read_dataset(store: Any, key: str) -> tuple[list[dict], str]:
-    """The rows of an instances dataset and the file's sha256; RefineError naming file:line for bad rows."""
-    where = f"{store.uri}/{key}"
-    data = read_input(store, key)
-    rows = []
-    for line, row in json_lines(data, where):
-        for name in FIELDS:
-            value = row.get(name)
-            if not isinstance(value, str):
-                raise RefineError(f"{line}:{name}: " + ("missing" if value is None else "not a string"))
-            if name != "input" and not value.strip():
-                raise RefineError(f"{line}:{name}: empty")
-        rows.append(row)
-    if not rows:
-        raise RefineError(f"{where} holds no examples")
-    return rows, hashlib.sha256(data).hexdigest()
 
 
 def build_trainer(model: Any, tokenizer: Any, rows: list[dict], cfg: Any, *, seed: int, device: str,

@@ -1,0 +1,28 @@
+"""Evaluation sets for the `evaluate` stage and decontamination; pure functions over rows, no model code.
+
+* `superni`: Super-NaturalInstructions tasks and splits, their zero-shot prompts, cleaning a generation;
+* `user_oriented`: Self-Instruct's user-oriented instructions, prompted in the SFT format (`instruction_format`);
+* `metrics`: SuperNI's official exact match and ROUGE-L, and the grouped means both sets report.
+
+With no location given, the loaders read the small sets written for this project under `refine_af/data/eval/`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from refine_af.errors import RefineError
+from refine_af.store import Store, open_store
+
+EVAL_DATA = Path(__file__).parent.parent / "data" / "eval"
+
+
+def store_for(location: str | Path) -> Store:
+    return open_store(str(location), check=False)  # read-only use: no write probe, no bucket round trip
+
+
+def read_bytes(store: Store, key: str) -> bytes:
+    try:
+        return store.read_bytes(key)
+    except FileNotFoundError:
+        raise RefineError(f"{store.uri}/{key}: file not found") from None
