@@ -38,6 +38,7 @@ from refine_af import __version__
 from refine_af.config import RunConfig, dump_config, load_config, lookup
 from refine_af.errors import RefineError
 from refine_af.pipeline import OPERATIONAL, Stage, enabled, input_key, select, stage
+from refine_af.schemas import Manifest, decode_json, validate
 from refine_af.store import Store, jsonl_bytes, open_store, read_json, read_jsonl, write_json
 
 log = logging.getLogger("refine_af")
@@ -139,10 +140,15 @@ def fingerprint(s: Stage, config: RunConfig, parents: dict[str, str]) -> str:
 
 
 def read_manifest(store: Store, name: str) -> dict | None:
+    """A stage's manifest as written (checked against `schemas.Manifest`), or None when the stage has not finished."""
     try:
-        return read_json(store, f"{name}/{MANIFEST}")
+        data = store.read_bytes(f"{name}/{MANIFEST}")
     except FileNotFoundError:
         return None
+    where = f"{store.uri}/{name}/{MANIFEST}"
+    manifest = decode_json(data, where)
+    validate(Manifest, manifest, where)
+    return manifest  # the dict, not the model: a copy of the manifest keeps its bytes (`argo.client.download`)
 
 
 @dataclass
@@ -323,21 +329,11 @@ def run_stage(config: RunConfig, name: str, store: Store | None = None, force: b
         return "shard done"
     seconds = time.time() - started
     _check_outputs(s, ctx.files)
-    write_json(store, ctx.key(MANIFEST), {
-        "stage": s.name,
-        "fingerprint": fp,
-        "version": __version__,
-        "config": {k: config_slice(config, k) for k in s.config},
-        "params": s.params,
-        "parents": parents,
-        "counts": ctx.counts,
-        "metrics": ctx.metrics,
-        "provenance": ctx.provenance,
-        "files": ctx.files,
-        "resumed": ctx.resumed,
-        "seconds": round(seconds, 2),
-        "finished_at": _now(),
-    })
+    manifest = Manifest(stage=s.name, fingerprint=fp, version=__version__,
+                        config={k: config_slice(config, k) for k in s.config}, params=s.params, parents=parents,
+                        counts=ctx.counts, metrics=ctx.metrics, provenance=ctx.provenance, files=ctx.files,
+                        resumed=ctx.resumed, seconds=round(seconds, 2), finished_at=_now())
+    write_json(store, ctx.key(MANIFEST), manifest.model_dump())  # python mode: NaN stays NaN, as json.dumps writes it
     log.info("%s: done in %.1f s %s", s.name, seconds, json.dumps(ctx.counts))
     return "done"
 
