@@ -28,13 +28,14 @@ an optional "decontamination" entry ({arm: {"enabled", "threshold", "checked", "
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
+from refine_af.schemas import TASK_SCORES
 from refine_af.stats import bootstrap_ci, percentile_ci, resample, sign_test
 
 __all__ = ["compare_arms", "headline", "official", "plot", "render_markdown", "winner"]
@@ -67,14 +68,18 @@ def winner(a: float, b: float, arm_a: str, arm_b: str, tolerance: float = 0.0) -
 
 
 def _check_scores(scores: Mapping[str, Mapping[str, float]], arm: str) -> dict[str, float]:
+    """One arm's {task: score} (`schemas.TASK_SCORES`: finite numbers) as SuperNI reports them."""
     if arm not in scores:
         raise ValueError(f"no scores for arm '{arm}' (have: {', '.join(sorted(scores)) or 'none'})")
-    out = {}
-    for task, value in scores[arm].items():
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"arm '{arm}', task '{task}': score must be a finite number, got {value!r}")
-        out[task] = official(float(value))
-    return out
+    try:
+        checked = TASK_SCORES.validate_python(scores[arm])
+    except ValidationError as e:
+        err = e.errors()[0]
+        if not err["loc"]:
+            raise ValueError(f"arm '{arm}': scores must map task to score, got {err['input']!r}") from None
+        raise ValueError(f"arm '{arm}', task '{err['loc'][0]}': score must be a finite number, "
+                         f"got {err['input']!r}") from None
+    return {task: official(value) for task, value in checked.items()}
 
 
 def compare_arms(
