@@ -39,6 +39,14 @@ def describe(ref: str) -> str:
     return BUILTIN_NAME if ref == BUILTIN else ref
 
 
+def lora_config(lora: Any) -> Any:
+    """peft's LoraConfig for a causal LM from the run's LoRA settings (`r`, `alpha`, `dropout`, `target_modules`)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+
+
 def save_adapter(model: Any, directory: str | Path, ref: str) -> None:
     """Save a peft adapter that names its base model by the run's reference (`builtin`, `hf:...`, `s3://...`), not
     by the cache path it was loaded from, and lists its modules in order, so the same training gives the same bytes in

@@ -38,6 +38,7 @@ from torch import nn
 from refine_af import instance_format, seeds
 from refine_af.generate import Prompt, SamplingParams
 from refine_af.generate.hf import TransformersBackend
+from refine_af.models import lora_config
 from refine_af.rewards import RewardBreakdown, task_of
 
 log = logging.getLogger(__name__)
@@ -194,15 +195,12 @@ class PPOTrainer:
     def __init__(self, model: Any, tokenizer: Any, config: Any, reward_fn: RewardFn, *,
                  prompt_fn: Callable[[Any], Prompt] = build_prompt,
                  stop: Sequence[str] = instance_format.STOP, seed: int = 0):
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
         self.config, self.reward_fn, self.prompt_fn, self.stop, self.seed = config, reward_fn, prompt_fn, stop, seed
         self.tokenizer = tokenizer
-        lora = config.lora
         with seeds.global_rng(seed):  # peft's LoRA init draws from the global RNG and takes no generator
-            self.policy = get_peft_model(model, LoraConfig(
-                r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules),
-                task_type="CAUSAL_LM"))
+            self.policy = get_peft_model(model, lora_config(config.lora))
         self.policy.eval()  # no dropout: rollout and update logprobs must agree
         base = self.policy.get_base_model()
         self.decoder, self.lm_head = base.get_decoder(), base.get_output_embeddings()
