@@ -22,6 +22,7 @@ from typing import Any
 
 from refine_af import instance_format, seeds
 from refine_af.generate import Prompt
+from refine_af.models import lora_config, save_adapter
 from refine_af.ppo import build_prompt
 from refine_af.rewards import CompositeReward, task_of
 
@@ -76,93 +77,124 @@ def run_grpo(model: Any, tokenizer: Any, config: Any, records: Sequence[Any],
     `on_checkpoint(path, rows)` each checkpoint TRL has just written, with the stats so far. The final adapter is
     saved in `output_dir/adapter/` (peft format); `model` itself carries the LoRA layers afterwards.
     """
-    import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import PrinterCallback, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+    from transformers import PrinterCallback
+    from trl import GRPOTrainer
 
-    if isinstance(reward, CompositeReward):
-        funcs: list[Any] = [TermReward(reward, term) for term in reward.scorers]
-        weights = [reward.weights[term] for term in reward.scorers]
+    funcs, weights = _reward_functions(reward)
+    args = _grpo_config(config, weights, output_dir=output_dir, steps=steps or config.steps, seed=seed)
+    data = _dataset(records, prompt_fn)
+    # transformers' Trainer seeds the global RNGs itself (args.seed), restores them from a checkpoint on resume and
+    # samples from them; the LoRA init in GRPOTrainer.__init__ comes before that seeding: scope all of it to this call
+    with seeds.global_rng(seed):
+        trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=data,
+                              processing_class=tokenizer, peft_config=lora_config(config.lora))
+        stats: list[dict[str, float]] = []
+        term_weights = dict(zip([f.__name__ for f in funcs], weights, strict=True))
+        collect = _collector(_time_calls(trainer), term_weights, config.kl_coef, stats, on_step, on_checkpoint)
+        trainer.remove_callback(PrinterCallback)  # TRL prints every log dict when tqdm is off; we return them
+        trainer.add_callback(collect)
+        trainer.train(resume_from_checkpoint=resume)
+    adapter = f"{output_dir}/adapter"  # the trained LoRA, peft format, for the backends
+    if base_ref:  # named by the run's model reference, not this machine's cache path
+        save_adapter(trainer.model, adapter, base_ref)
     else:
-        funcs, weights = [PlainReward(reward)], [1.0]
+        trainer.model.save_pretrained(adapter)
+    return stats
+
+
+def _reward_functions(reward: CompositeReward | Callable) -> tuple[list[Any], list[float]]:
+    """TRL reward functions and their weights: a composite reward's terms, or the plain callable with weight 1."""
+    if isinstance(reward, CompositeReward):
+        return [TermReward(reward, term) for term in reward.scorers], [reward.weights[term] for term in reward.scorers]
+    return [PlainReward(reward)], [1.0]
+
+
+def _grpo_config(config: Any, weights: list[float], *, output_dir: str, steps: int, seed: int) -> Any:
+    """TRL's GRPOConfig from the rl settings: one optimisation pass per generation, a constant learning rate, a log
+    row every step; bf16 only on GPUs that have it."""
+    import torch
+    from trl import GRPOConfig
+
     cuda = torch.cuda.is_available()
-    args = GRPOConfig(
-        output_dir=output_dir, max_steps=steps or config.steps, per_device_train_batch_size=config.batch_size,
+    return GRPOConfig(
+        output_dir=output_dir, max_steps=steps, per_device_train_batch_size=config.batch_size,
         num_generations=config.grpo.num_generations, max_completion_length=config.max_new_tokens,
         temperature=config.temperature, top_p=config.top_p, learning_rate=config.learning_rate,
         beta=config.kl_coef, epsilon=config.clip_range, max_grad_norm=config.max_grad_norm, num_iterations=1,
         reward_weights=weights, bf16=cuda and torch.cuda.is_bf16_supported(), use_cpu=not cuda,
         activation_checkpointing=False, logging_steps=1, save_strategy="steps", save_steps=config.checkpoint_every,
         report_to="none", seed=seed, disable_tqdm=True, lr_scheduler_type="constant")
-    lora = config.lora
-    peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                             target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
+
+
+def _dataset(records: Sequence[Any], prompt_fn: Callable[[Any], Prompt]) -> Any:
+    """The prompts, with the instruction columns the reward functions receive as keyword lists."""
+    from datasets import Dataset
+
     tasks = [task_of(r) for r in records]
-    data = Dataset.from_dict({"prompt": [prompt_fn(r) for r in records], "instruction": [t[0] for t in tasks],
+    return Dataset.from_dict({"prompt": [prompt_fn(r) for r in records], "instruction": [t[0] for t in tasks],
                               "is_classification": [t[1] for t in tasks]})
-    # transformers' Trainer seeds the global RNGs itself (args.seed), restores them from a checkpoint on resume and
-    # samples from them; the LoRA init in GRPOTrainer.__init__ comes before that seeding: scope all of it to this call
-    with seeds.global_rng(seed):
-        trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=data,
-                              processing_class=tokenizer, peft_config=peft_config)
 
-        # TRL reports no time split: time its generation and reward calls, the rest of a step is the update
-        clock = {"rollout": 0.0, "scoring": 0.0, "start": 0.0}
 
-        def timed(name: str, fn: Callable) -> Callable:
-            def wrapper(*a: Any, **kw: Any) -> Any:
-                t = time.perf_counter()
-                try:
-                    return fn(*a, **kw)
-                finally:
-                    clock[name] += time.perf_counter() - t
-            return wrapper
+def _time_calls(trainer: Any) -> dict[str, float]:
+    """Time the trainer's generation and reward calls, summed per step into the returned clock: TRL reports no time
+    split, and the rest of a step is the update."""
+    clock = {"rollout": 0.0, "scoring": 0.0, "start": 0.0}
 
-        trainer._generate = timed("rollout", trainer._generate)
-        trainer._calculate_rewards = timed("scoring", trainer._calculate_rewards)
-        stats: list[dict[str, float]] = []
-        term_weights = dict(zip([f.__name__ for f in funcs], weights, strict=True))
+    def timed(name: str, fn: Callable) -> Callable:
+        def wrapper(*a: Any, **kw: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                clock[name] += time.perf_counter() - t
+        return wrapper
 
-        class Collect(TrainerCallback):
-            def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-                clock.update(rollout=0.0, scoring=0.0, start=time.perf_counter())
+    trainer._generate = timed("rollout", trainer._generate)
+    trainer._calculate_rewards = timed("scoring", trainer._calculate_rewards)
+    return clock
 
-            def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
-                if not logs or "reward" not in logs:
-                    return
-                total = time.perf_counter() - clock["start"]
-                length = logs.get("completions/mean_length", float("nan"))
-                row = {"step": state.global_step, "reward/total": logs["reward"],
-                       "reward/total/std": logs.get("reward_std", float("nan"))}
-                for term, w in term_weights.items():
-                    mean = logs.get(f"rewards/{term}/mean", float("nan"))
-                    row.update({f"reward/{term}/mean": mean, f"reward/{term}/std": logs.get(f"rewards/{term}/std"),
-                                f"reward/{term}/weighted": w * mean})
-                kl_token = logs.get("kl", 0.0)
-                row.update(kl=kl_token * length, kl_per_token=kl_token, kl_coef=config.kl_coef,
-                           policy_loss=logs.get("policy_loss", logs.get("loss", float("nan"))),
-                           entropy=logs.get("entropy", float("nan")),
-                           clip_fraction=logs.get("clip_ratio/region_mean", float("nan")), response_length=length)
-                row.update({"seconds/rollout": clock["rollout"], "seconds/scoring": clock["scoring"],
-                            "seconds/update": total - clock["rollout"] - clock["scoring"], "seconds": total})
-                stats.append(row)
-                if on_step:
-                    on_step(row)
 
-            def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-                if on_checkpoint:
-                    on_checkpoint(Path(args.output_dir) / f"checkpoint-{state.global_step}", list(stats))
+def _stats_row(logs: dict, step: int, term_weights: dict[str, float], kl_coef: float, clock: dict[str, float],
+               total: float) -> dict[str, float]:
+    """One step's TRL log as PPO's stats (`total`: the step's seconds so far)."""
+    length = logs.get("completions/mean_length", float("nan"))
+    row = {"step": step, "reward/total": logs["reward"], "reward/total/std": logs.get("reward_std", float("nan"))}
+    for term, w in term_weights.items():
+        mean = logs.get(f"rewards/{term}/mean", float("nan"))
+        row.update({f"reward/{term}/mean": mean, f"reward/{term}/std": logs.get(f"rewards/{term}/std"),
+                    f"reward/{term}/weighted": w * mean})
+    kl_token = logs.get("kl", 0.0)
+    row.update(kl=kl_token * length, kl_per_token=kl_token, kl_coef=kl_coef,
+               policy_loss=logs.get("policy_loss", logs.get("loss", float("nan"))),
+               entropy=logs.get("entropy", float("nan")),
+               clip_fraction=logs.get("clip_ratio/region_mean", float("nan")), response_length=length)
+    row.update({"seconds/rollout": clock["rollout"], "seconds/scoring": clock["scoring"],
+                "seconds/update": total - clock["rollout"] - clock["scoring"], "seconds": total})
+    return row
 
-        trainer.remove_callback(PrinterCallback)  # TRL prints every log dict when tqdm is off; we return them
-        trainer.add_callback(Collect())
-        trainer.train(resume_from_checkpoint=resume)
-    adapter = f"{output_dir}/adapter"  # the trained LoRA, peft format, for the backends
-    if base_ref:  # named by the run's model reference, not this machine's cache path
-        from refine_af.models import save_adapter
 
-        save_adapter(trainer.model, adapter, base_ref)
-    else:
-        trainer.model.save_pretrained(adapter)
-    return stats
+def _collector(clock: dict[str, float], term_weights: dict[str, float], kl_coef: float, stats: list[dict],
+               on_step: Callable[[dict], None] | None,
+               on_checkpoint: Callable[[Path, list[dict]], None] | None) -> Any:
+    """A TrainerCallback that restarts the clock each step, appends each step's row to `stats` and passes it to
+    `on_step`, and hands each checkpoint TRL writes to `on_checkpoint`."""
+    from transformers import TrainerCallback
+
+    class Collect(TrainerCallback):
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            clock.update(rollout=0.0, scoring=0.0, start=time.perf_counter())
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
+            if not logs or "reward" not in logs:
+                return
+            total = time.perf_counter() - clock["start"]
+            row = _stats_row(logs, state.global_step, term_weights, kl_coef, clock, total)
+            stats.append(row)
+            if on_step:
+                on_step(row)
+
+        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if on_checkpoint:
+                on_checkpoint(Path(args.output_dir) / f"checkpoint-{state.global_step}", list(stats))
+
+    return Collect()
