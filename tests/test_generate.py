@@ -77,3 +77,47 @@ def test_row_sampling_draws_from_the_nucleus_distribution():
     assert torch.allclose(freq[:3], nucleus, atol=0.02), (freq, nucleus)
     hot = torch.bincount(sample_rows(logits.expand(n, -1), gens, temperature=2.0, top_p=1.0), minlength=6) / n
     assert torch.allclose(hot, (logits / 2).softmax(-1)[0], atol=0.02)  # temperature flattens, all tokens in play
+
+
+def test_rows_joined_mid_decoding_give_the_logits_they_give_alone(tiny):
+    """Continuous batching: rows of different widths share one cache (left-padded), and leave it, without their
+    next-token logits changing."""
+    import torch
+
+    from refine_af.generate.base import encode
+
+    encoded = [encode(tiny.tokenizer, p) for p in PROMPTS]
+    with torch.inference_mode():
+        def alone(i, steps):
+            rows = tiny._prefill([i], encoded)
+            for t in steps:
+                tiny._step(rows, torch.tensor([t]))
+            return rows.logits[0]
+
+        short = tiny._prefill([0], encoded)
+        tiny._step(short, torch.tensor([5]))  # one row already decoding ...
+        both = short.join(tiny._prefill([1], encoded))  # ... joined by a longer prompt: the first row is padded
+        assert torch.allclose(both.logits[0], alone(0, [5]), atol=1e-5)
+        assert torch.allclose(both.logits[1], alone(1, []), atol=1e-5)
+        tiny._step(both, torch.tensor([7, 9]))
+        assert torch.allclose(both.logits[0], alone(0, [5, 7]), atol=1e-5)
+        assert torch.allclose(both.logits[1], alone(1, [9]), atol=1e-5)
+        left = both.keep([0])  # the long row ends: its padding-only columns are cut from the cache
+        assert left.mask.shape[1] == len(encoded[0]) + 2 and left.cache.get_seq_length() == left.mask.shape[1]
+        tiny._step(left, torch.tensor([3]))
+        assert torch.allclose(left.logits[0], alone(0, [5, 7, 3]), atol=1e-5)
+
+
+def test_nucleus_from_candidates_equals_the_full_sort(monkeypatch):
+    import torch
+
+    from refine_af.generate import hf
+
+    torch.manual_seed(0)
+    logits = torch.cat([torch.randn(3, 2000) * 4, torch.randn(1, 2000) * 0.01])  # peaked rows and one flat row
+    draw = lambda: hf.sample_rows(logits, [torch.Generator().manual_seed(s) for s in range(4)], 1.0, 0.9)  # noqa: E731
+    fast = draw()
+    monkeypatch.setattr(hf, "NUCLEUS_CANDIDATES", 2000)  # every token a candidate: the full sort's answer
+    assert torch.equal(fast, draw())
+    monkeypatch.setattr(hf, "NUCLEUS_CANDIDATES", 8)  # the flat row's nucleus reaches past 8: full sort again
+    assert torch.equal(fast, draw())

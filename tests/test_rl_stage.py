@@ -133,7 +133,7 @@ def test_grpo_stage(tmp_path, tiny_model_dir):
 
 @pytest.mark.parametrize("instructions,overrides,message", [
     ([], [], "holds no instructions"),
-    ([{"instruction": " "}], [], ":1: field 'instruction'"),
+    ([{"instruction": " "}], [], "instructions.jsonl:1:instruction: empty"),
     (INSTRUCTIONS, ["rl.reward.reward_model.scorer=sequence_classifier",
                     "rl.reward.reward_model.model=/nonexistent/rm"], "/nonexistent/rm"),
 ])
