@@ -37,6 +37,7 @@ from torch import nn
 
 from refine_af import instance_format, seeds
 from refine_af.generate import Prompt, SamplingParams
+from refine_af.generate.base import pad_rows
 from refine_af.generate.hf import TransformersBackend
 from refine_af.models import lora_config
 from refine_af.rewards import RewardBreakdown, task_of
@@ -359,22 +360,14 @@ class PPOTrainer:
 
     def _trajectory(self, completions: Sequence[Any], scores: Sequence[float]) -> Trajectory:
         """Token tensors for the rollouts: prompts left-padded, responses right-padded."""
-        pad = self.tokenizer.pad_token_id
+        pad, device = self.tokenizer.pad_token_id, self.policy.get_base_model().device
+        prompts, prompt_mask = pad_rows([c.prompt_ids for c in completions], pad, device)
         sampled = [sampled_ids(c.token_ids, self.tokenizer, self.stop) for c in completions]
-        P = max(len(c.prompt_ids) for c in completions)
-        R = max(max(map(len, sampled)), 1)
-        rows, masks, resp = [], [], []
-        for c, r in zip(completions, sampled, strict=True):
-            p = list(c.prompt_ids)
-            rows.append([pad] * (P - len(p)) + p + r + [pad] * (R - len(r)))
-            masks.append([0] * (P - len(p)) + [1] * (len(p) + len(r)) + [0] * (R - len(r)))
-            resp.append([1.0] * len(r) + [0.0] * (R - len(r)))
-        device = self.policy.get_base_model().device
-        ids = torch.tensor(rows, device=device)
-        attention = torch.tensor(masks, device=device)
+        responses, resp = pad_rows(sampled, pad, device, side="right", min_width=1)
+        ids, attention = torch.cat([prompts, responses], 1), torch.cat([prompt_mask, resp], 1)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         empty = torch.empty(0)
-        return Trajectory(ids, attention, positions, torch.tensor(resp, device=device), empty, empty, empty,
+        return Trajectory(ids, attention, positions, resp.float(), empty, empty, empty,
                           torch.tensor(list(scores), dtype=torch.float32, device=device))
 
     def _evaluate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, R: int,

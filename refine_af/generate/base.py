@@ -53,7 +53,7 @@ def render(tokenizer: Any, prompt: Prompt) -> str:
     """Prompt text: raw strings pass through, chat messages go through the model's chat template."""
     if isinstance(prompt, str):
         return prompt
-    if getattr(tokenizer, "chat_template", None) is None:  # a base model: plain "role: content" turns
+    if not has_chat_template(tokenizer):  # a base model: plain "role: content" turns
         return "".join(f"{m['content']}\n\n" if m["role"] != "assistant" else m["content"] for m in prompt)
     continues = prompt[-1]["role"] == "assistant"
     return tokenizer.apply_chat_template(
@@ -64,7 +64,12 @@ def render(tokenizer: Any, prompt: Prompt) -> str:
 def as_user_turn(tokenizer: Any, text: str) -> Prompt:
     """An instruction prompt in the form the model answers: a user turn for chat models (the builtin instruct model
     ends a raw prompt that stops at "Output:" at once, with its end-of-turn token), the raw text for base models."""
-    return [{"role": "user", "content": text}] if getattr(tokenizer, "chat_template", None) else text
+    return [{"role": "user", "content": text}] if has_chat_template(tokenizer) else text
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    """Whether the tokenizer renders chat messages with a template of its own (a base model has none)."""
+    return getattr(tokenizer, "chat_template", None) is not None
 
 
 def encode(tokenizer: Any, text: str) -> list[int]:
@@ -82,6 +87,22 @@ def adds_bos(tokenizer: Any) -> bool:
     """Whether the tokenizer puts a BOS token before a text of its own accord."""
     bos = tokenizer.bos_token_id
     return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
+
+
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, device: Any = None, side: Literal["left", "right"] = "left",
+             min_width: int = 0) -> tuple[Any, Any]:
+    """(ids, attention mask), long tensors (len(rows), width): each token row padded with `pad_id` to the longest
+    (at least `min_width`). Left padding ends every row at the last column, where a causal model reads its next
+    token; the mask's cumulative sum gives the positions a row would have unpadded."""
+    import torch
+
+    width = max([min_width, *map(len, rows)])
+    ids, mask = [], []
+    for row in rows:
+        pad, real = [pad_id] * (width - len(row)), list(row)
+        ids.append(pad + real if side == "left" else real + pad)
+        mask.append([0] * len(pad) + [1] * len(real) if side == "left" else [1] * len(real) + [0] * len(pad))
+    return torch.tensor(ids, dtype=torch.long, device=device), torch.tensor(mask, dtype=torch.long, device=device)
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

@@ -13,7 +13,16 @@ import torch
 from tqdm.auto import tqdm
 
 from refine_af import progress
-from refine_af.generate.base import Completion, Prompt, SamplingParams, encode, item_seeds, render, truncate_at_stop
+from refine_af.generate.base import (
+    Completion,
+    Prompt,
+    SamplingParams,
+    encode,
+    item_seeds,
+    pad_rows,
+    render,
+    truncate_at_stop,
+)
 
 MIN_SHARED_PREFIX = 8  # tokens; below this a shared prefix is not worth a forward pass of its own
 NUCLEUS_CANDIDATES = 512  # most likely tokens looked at first for the top-p nucleus (exact whenever it lies inside)
@@ -136,10 +145,8 @@ class TransformersBackend:
             self.model(input_ids=torch.tensor([first[:shared]], device=device), use_cache=True, logits_to_keep=1,
                        **{self.cache_kw: cache})
             cache.batch_repeat_interleave(len(ids))
-        own = [x[shared:] for x in ids]
-        width = max(map(len, own))
-        input_ids = torch.tensor([[self.tokenizer.pad_token_id] * (width - len(x)) + x for x in own], device=device)
-        mask = torch.tensor([[1] * shared + [0] * (width - len(x)) + [1] * len(x) for x in own], device=device)
+        input_ids, own_mask = pad_rows([x[shared:] for x in ids], self.tokenizer.pad_token_id, device)
+        mask = torch.cat([own_mask.new_ones(len(ids), shared), own_mask], 1)  # the shared prefix, then its own part
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions[:, shared:],
                             use_cache=True, logits_to_keep=1, **{self.cache_kw: cache}).logits[:, -1]
