@@ -1,7 +1,7 @@
 """Two-arm comparison: which arm wins per task, how often, and how sure we can be.
 
 The paper's headline (REFINE-AF ahead of Self-Instruct on 63-66% of SuperNI tasks) is a per-task win count. Given
-per-task scores (ROUGE-L, 0..100, from `refine_af.superni.score_tasks`) for two arms, `compare_arms` builds a
+per-task scores (ROUGE-L, 0..100, from `refine_af.evalsets.superni.score_tasks`) for two arms, `compare_arms` builds a
 `report.json`-ready dict with:
 
 * per task: both scores, the difference A - B, and the winner; |A - B| <= `tie_tolerance` is a tie. Every score is

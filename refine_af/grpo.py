@@ -22,7 +22,7 @@ from typing import Any
 
 from refine_af import instance_format, seeds
 from refine_af.generate import Prompt
-from refine_af.models import lora_config, save_adapter
+from refine_af.models import bf16, lora_config, save_adapter
 from refine_af.ppo import build_prompt
 from refine_af.rewards import CompositeReward, task_of
 
@@ -115,13 +115,13 @@ def _grpo_config(config: Any, weights: list[float], *, output_dir: str, steps: i
     import torch
     from trl import GRPOConfig
 
-    cuda = torch.cuda.is_available()
+    cuda = torch.cuda.is_available()  # TRL trains where the model is: the first GPU when there is one
     return GRPOConfig(
         output_dir=output_dir, max_steps=steps, per_device_train_batch_size=config.batch_size,
         num_generations=config.grpo.num_generations, max_completion_length=config.max_new_tokens,
         temperature=config.temperature, top_p=config.top_p, learning_rate=config.learning_rate,
         beta=config.kl_coef, epsilon=config.clip_range, max_grad_norm=config.max_grad_norm, num_iterations=1,
-        reward_weights=weights, bf16=cuda and torch.cuda.is_bf16_supported(), use_cpu=not cuda,
+        reward_weights=weights, bf16=bf16("cuda" if cuda else "cpu"), use_cpu=not cuda,
         activation_checkpointing=False, logging_steps=1, save_strategy="steps", save_steps=config.checkpoint_every,
         report_to="none", seed=seed, disable_tqdm=True, lr_scheduler_type="constant")
 

@@ -194,12 +194,19 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
+def bf16(device: str) -> bool:
+    """Whether to compute in bf16 on `device`: GPUs that have it; never on CPU (these CPUs emulate it, ~10x slower)."""
+    import torch
+
+    return device.startswith("cuda") and torch.cuda.is_bf16_supported()
+
+
 def pick_dtype(dtype: str, device: str):
-    """fp32 on CPU: these CPUs emulate bf16 and run about 10x slower with it; bf16 on GPUs."""
+    """The weights' dtype for `generation.dtype`: auto is bf16 where `bf16(device)`, fp16 on older GPUs, else fp32."""
     import torch
 
     if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+        return torch.bfloat16 if bf16(device) else torch.float16 if device.startswith("cuda") else torch.float32
     return getattr(torch, dtype)
 
 

@@ -8,7 +8,7 @@ has its own models in `refine_af.config`):
 * `UserTaskLine`: a line of Self-Instruct's `user_oriented_instructions.jsonl`;
 * `InstructionRow`: a line of the instructions stage's instructions.jsonl;
 * `DatasetRow`: a line of an instances stage's dataset.jsonl (what the sft stage trains on);
-* `ScoresFile`: the evaluate stage's scores.json (read by compare; `TASK_SCORES` is what `compare.compare` takes);
+* `ScoresFile`: the evaluate stage's scores.json (read by compare; `TASK_SCORES` is what `compare.compare_arms` takes);
 * `Manifest`: a stage's manifest.json, written and read by `refine_af.runner`.
 
 Models are strict (a JSON string is not a boolean, a number not a string) and ignore fields they do not name: files

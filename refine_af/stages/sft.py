@@ -52,9 +52,7 @@ def build_trainer(model: Any, tokenizer: Any, rows: list[dict], cfg: Any, *, see
 
     Build and train it inside `seeds.global_rng(seed)`: the LoRA init (in SFTTrainer.__init__, before the Trainer
     seeds anything) and the Trainer's own draws take the global RNGs, with no way to pass a generator."""
-    import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
@@ -63,11 +61,10 @@ def build_trainer(model: Any, tokenizer: Any, rows: list[dict], cfg: Any, *, see
         output_dir=output_dir, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.batch_size // cfg.gradient_accumulation,
         gradient_accumulation_steps=cfg.gradient_accumulation, warmup_steps=cfg.warmup_ratio,  # < 1: a ratio
-        max_length=cfg.max_length, completion_only_loss=True, bf16=cuda and torch.cuda.is_bf16_supported(),
+        max_length=cfg.max_length, completion_only_loss=True, bf16=models.bf16(device),
         use_cpu=not cuda, activation_checkpointing=cuda, logging_steps=1, save_strategy="steps",
         save_steps=cfg.checkpoint_every, save_total_limit=1, report_to="none", seed=seed, disable_tqdm=True)
-    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM")
+    lora = models.lora_config(cfg.lora)
     prompts = [as_user_turn(tokenizer, instruction_prompt(r["instruction"], r["input"])) for r in rows]
     if isinstance(prompts[0], str):  # a base model: raw text, the completion continues "Output:"
         completions: list[Any] = [" " + r["output"].strip() for r in rows]
