@@ -106,7 +106,7 @@ class LoraSettings(_Section):
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
-# -- rl (owned by the rl stage: rewards.py, ppo.py) -- #
+# -- rl (owned by the rl stage: rewards/, ppo.py) -- #
 
 
 class _RewardTerm(_Section):
@@ -114,14 +114,15 @@ class _RewardTerm(_Section):
 
     scorer: str  # each term narrows this to the scorers that can fill it
     weight: float = Field(1.0, strict=True)  # 0 switches the term off (not loaded, not computed); a number
-    model: str | None = None  # scoring model reference; None: the run's model, or the scorer's preset (see below)
+    model: str | None = None  # scoring model reference; None: the scorer's default (rewards.registry.SCORERS)
 
 
 class _ModelTerm(_RewardTerm):
     # the term's value: sigma((x - center) / scale) of the scorer's raw value x (log-odds for unieval, judge and
-    # edit_tagger). None: the scorer's own -- documented constants for the likelihood scorers and harper (see
-    # refine_af/rewards.py, refine_af/independent_scorers.py), the mean and std of x over the fixed calibration set
-    # (rewards.calibration_set) for sequence_classifier, unieval, judge, edit_tagger, relevance
+    # edit_tagger). None: the scorer's default, one table for all (refine_af.rewards.registry.SCORERS) --
+    # documented constants for the likelihood scorers and harper, else calibrated: the mean and std of x over the
+    # fixed calibration set (refine_af.rewards.calibration) for sequence_classifier, unieval, judge, edit_tagger,
+    # relevance
     center: float | None = Field(None, strict=True)
     scale: float | None = Field(None, gt=0)
     question: str | None = None  # judge only: the yes/no question (None: the term's default question)
@@ -183,7 +184,7 @@ class RepetitionTerm(_RewardTerm):
 
 
 class RewardConfig(_Section):
-    """The composite reward, one of two combinations of the terms (formulas in `refine_af/rewards.py`):
+    """The composite reward, one of two combinations of the terms (`refine_af/rewards/composite.py`):
 
         weighted_sum:   total = sum over terms of weight * term value (each squashed into (0, 1))
         instructmining: total = -expected_loss(raw Rew, Und, Nat, Coh) + length.weight * length, InstructMining's
@@ -192,7 +193,7 @@ class RewardConfig(_Section):
 
     The defaults are the CPU preset (likelihoods under the run's model). `refine_af/presets/cpu-independent.yaml`
     fills the terms with models that are not the policy (Harper, quire's tagger, MiniLM; PyPI packages, offline).
-    The paper's scorers, for GPU pods (`refine_af.rewards.CLUSTER_PRESET`):
+    The paper's scorers, for GPU pods (`refine_af.rewards.registry.CLUSTER_PRESET`):
 
         reward:
           reward_model:      {scorer: sequence_classifier, model: "hf:OpenAssistant/oasst-rm-2.1-pythia-1.4b-epoch-2.5"}

@@ -29,7 +29,7 @@ def _tokenizer():
 
 
 def write_checkpoint(path, pooling: str = "last", weights: str = "model.safetensors"):
-    """A checkpoint in the hub's layout, built from stock parts (not from refine_af.oasst_rm): config model_type
+    """A checkpoint in the hub's layout, built from stock parts (not from refine_af.rewards.oasst_rm): config model_type
     gpt_neox_reward_model with `pooling`, trunk weights under `gpt_neox.`, the head as `out_proj.{weight,bias}`."""
     from transformers import GPTNeoXConfig, GPTNeoXModel
 
@@ -109,7 +109,7 @@ def test_pooling_follows_the_attention_mask_not_the_pad_id(tmp_path):
     """A text may end in the tokenizer's EOS even where the config's pad id equals it: the mask decides."""
     from transformers import AutoModelForSequenceClassification
 
-    import refine_af.oasst_rm  # noqa: F401
+    import refine_af.rewards.oasst_rm  # noqa: F401
 
     write_checkpoint(tmp_path / "rm")
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm").eval()
@@ -124,7 +124,7 @@ def test_pooling_follows_the_attention_mask_not_the_pad_id(tmp_path):
 def test_plain_gpt_neox_config_reads_as_last_pooling():
     from transformers import GPTNeoXConfig
 
-    from refine_af.oasst_rm import GPTNeoXRewardModel
+    from refine_af.rewards.oasst_rm import GPTNeoXRewardModel
 
     model = GPTNeoXRewardModel(GPTNeoXConfig(vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                                              intermediate_size=16))

