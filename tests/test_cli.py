@@ -50,7 +50,7 @@ def test_rerun_skips_and_stage_command_matches(done_run):
 
 @pytest.mark.parametrize(("content", "fragments"), [
     (json.dumps(GOOD) + "\n{oops\n", ["seeds.jsonl:2: not valid JSON"]),
-    (json.dumps({k: v for k, v in GOOD.items() if k != "instances"}) + "\n", ["seeds.jsonl:1", "'instances'"]),
+    (json.dumps({k: v for k, v in GOOD.items() if k != "instances"}) + "\n", ["seeds.jsonl:1:instances: missing"]),
     ("", ["no seed tasks"]),
 ])
 def test_bad_seeds_touch_nothing(done_run, tmp_path, content, fragments):
