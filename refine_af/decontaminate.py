@@ -26,13 +26,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from refine_af.dedup import NearDuplicateFilter
-from refine_af.errors import RefineError
 from refine_af.evalsets import superni, user_oriented
-from refine_af.store import Store, open_store, split_uri
 
 __all__ = ["Decontaminator", "EvalText", "eval_texts", "load_eval_texts"]
 
@@ -68,30 +65,12 @@ def eval_texts(tasks: Sequence[superni.SuperNITask], user: Sequence[user_oriente
     return out
 
 
-def superni_store(location: str, s3: Any = None) -> Store:
-    """The SuperNI root named by `evaluate.superni` (builtin, a directory or an s3:// prefix), opened read-only."""
-    if location == "builtin":
-        return open_store(str(superni.DEFAULT_SUPERNI_ROOT), check=False)
-    if not location.startswith("s3://") and not Path(location.removeprefix("file://")).expanduser().is_dir():
-        raise RefineError(f"evaluate.superni: {location} is not a directory (expected a natural-instructions "
-                          "checkout with tasks/ and splits/, an s3:// prefix, or builtin)")
-    return open_store(location, s3, check=False)
-
-
-def load_user_oriented(location: str | None, max_items: int | None, s3: Any = None) -> list[user_oriented.UserTask]:
-    """The user-oriented instructions named by `evaluate.user_oriented` (builtin, a path, s3://); none for null."""
-    if location is None:
-        return []
-    parent, key = split_uri(str(user_oriented.DEFAULT_USER_ORIENTED) if location == "builtin" else location)
-    return user_oriented.load_user_oriented(key, max_items=max_items, store=open_store(parent, s3, check=False))
-
-
 def load_eval_texts(evaluate: Any, s3: Any = None) -> tuple[list[EvalText], dict[str, Any]]:
     """The evaluation texts for the `evaluate` config section, and a summary of what they came from."""
     tasks = superni.load_tasks(split=evaluate.split, max_tasks=evaluate.max_tasks,
                                max_instances=evaluate.max_instances_per_task,
-                               store=superni_store(evaluate.superni, s3))
-    user = load_user_oriented(evaluate.user_oriented, evaluate.max_user_oriented, s3)
+                               store=superni.open_root(evaluate.superni, s3))
+    user = user_oriented.load_configured(evaluate.user_oriented, evaluate.max_user_oriented, s3)
     summary = {
         "superni": {"location": evaluate.superni, "split": evaluate.split, "tasks": len(tasks),
                     "instances": sum(len(t.instances) for t in tasks)},

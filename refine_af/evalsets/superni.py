@@ -28,7 +28,7 @@ from refine_af.evalsets import EVAL_DATA, read_bytes, store_for
 from refine_af.evalsets.metrics import UNCATEGORIZED, Instance, score_groups
 from refine_af.prompts import template
 from refine_af.schemas import SuperNITaskFile, decode_json, validate
-from refine_af.store import Store
+from refine_af.store import Store, open_store
 
 __all__ = ["DEFAULT_SUPERNI_ROOT", "Example", "GENERATION_STOP", "STOP_MARKERS", "SuperNITask", "build_prompt",
            "clean_prediction", "load_tasks", "parse_task", "read_split", "score_tasks"]
@@ -191,3 +191,13 @@ def clean_prediction(generation: str) -> str:
 def score_tasks(tasks: Sequence[SuperNITask], predictions: Mapping[str, str]) -> dict[str, Any]:
     """Score SuperNI predictions (instance id -> text): `metrics.score_groups` by task, grouped by category."""
     return score_groups(((t.name, t.category, t.instances) for t in tasks), predictions)
+
+
+def open_root(location: str, s3: Any = None) -> Store:
+    """The SuperNI root named by `evaluate.superni` (builtin, a directory or an s3:// prefix), opened read-only."""
+    if location == "builtin":
+        return store_for(DEFAULT_SUPERNI_ROOT)
+    if not location.startswith("s3://") and not Path(location.removeprefix("file://")).expanduser().is_dir():
+        raise RefineError(f"evaluate.superni: {location} is not a directory (expected a natural-instructions "
+                          "checkout with tasks/ and splits/, an s3:// prefix, or builtin)")
+    return open_store(location, s3, check=False)

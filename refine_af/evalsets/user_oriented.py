@@ -18,7 +18,7 @@ from refine_af.evalsets import EVAL_DATA, read_bytes, store_for
 from refine_af.evalsets.metrics import UNCATEGORIZED, Instance, score_groups
 from refine_af.instruction_format import instruction_prompt
 from refine_af.schemas import UserTaskLine, parse_jsonl, validate
-from refine_af.store import Store
+from refine_af.store import Store, open_store, split_uri
 
 __all__ = ["DEFAULT_USER_ORIENTED", "UserTask", "build_user_prompt", "load_user_oriented", "parse_user_task",
            "score_user_oriented"]
@@ -87,3 +87,17 @@ def build_user_prompt(task: UserTask, instance: Instance) -> str:
 def score_user_oriented(tasks: Sequence[UserTask], predictions: Mapping[str, str]) -> dict[str, Any]:
     """Score user-oriented predictions (instance id -> text); same shape as `superni.score_tasks`, grouped by app."""
     return score_groups(((t.id, t.motivation_app or UNCATEGORIZED, t.instances) for t in tasks), predictions)
+
+
+def location(configured: str | None) -> str | None:
+    """The file `evaluate.user_oriented` names: builtin is the embedded set; None (null) is none."""
+    return str(DEFAULT_USER_ORIENTED) if configured == "builtin" else configured
+
+
+def load_configured(configured: str | None, max_items: int | None, s3: Any = None) -> list[UserTask]:
+    """The user-oriented instructions named by `evaluate.user_oriented` (builtin, a path, s3://); none for null."""
+    uri = location(configured)
+    if uri is None:
+        return []
+    parent, key = split_uri(uri)
+    return load_user_oriented(key, max_items=max_items, store=open_store(parent, s3, check=False))

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from refine_af.errors import RefineError
 from refine_af.evalsets import metrics, superni, user_oriented
@@ -40,7 +39,7 @@ from refine_af.generate import SamplingParams, as_user_turn
 from refine_af.models import describe
 from refine_af.runner import StageContext, config_slice
 from refine_af.schemas import ScoresFile
-from refine_af.store import Store, jsonl_bytes, open_store, split_uri
+from refine_af.store import jsonl_bytes
 
 BASE = "base"
 
@@ -60,10 +59,10 @@ def run(ctx: StageContext) -> None:
     arm, cfg = ctx.stage.params["arm"], ctx.config.evaluate
 
     # 1. The eval sets, validated before anything is claimed or loaded.
-    root = _superni_store(ctx)
+    root = superni.open_root(cfg.superni, ctx.config.s3)
     tasks = superni.load_tasks(split=cfg.split, max_tasks=cfg.max_tasks,
                                max_instances=cfg.max_instances_per_task, store=root)
-    user = _user_oriented(ctx)
+    user = user_oriented.load_configured(cfg.user_oriented, cfg.max_user_oriented, ctx.config.s3)
     superni_jobs = [Job("superni", t.name, t.category, inst, superni.build_prompt(t, inst, cfg.num_pos_examples))
                     for t in tasks for inst in t.instances]
     user_jobs = [Job("user_oriented", u.id, u.motivation_app or metrics.UNCATEGORIZED, inst,
@@ -115,29 +114,4 @@ def run(ctx: StageContext) -> None:
         ctx.metrics["user_oriented_rougeL"] = round(scores["user_oriented"]["overall"]["rougeL"], 2)
     ctx.counts.update(tasks=len(tasks), instances=len(superni_jobs), user_oriented=len(user_jobs))
     ctx.provenance.update(arm=arm, model=scores["model"], adapter=scores["adapter"], superni=root.uri,
-                          user_oriented=_user_location(cfg.user_oriented))
-
-
-def _superni_store(ctx: StageContext) -> Store:
-    """The SuperNI root named by `evaluate.superni`, opened read-only (no write probe)."""
-    location = ctx.config.evaluate.superni
-    if location == "builtin":
-        return open_store(str(superni.DEFAULT_SUPERNI_ROOT), check=False)
-    if not location.startswith("s3://") and not Path(location.removeprefix("file://")).expanduser().is_dir():
-        raise RefineError(f"evaluate.superni: {location} is not a directory (expected a natural-instructions "
-                          "checkout with tasks/ and splits/, an s3:// prefix, or builtin)")
-    return open_store(location, ctx.config.s3, check=False)
-
-
-def _user_location(location: str | None) -> str | None:
-    return str(user_oriented.DEFAULT_USER_ORIENTED) if location == "builtin" else location
-
-
-def _user_oriented(ctx: StageContext) -> list[user_oriented.UserTask]:
-    """The user-oriented instructions named by `evaluate.user_oriented`; none when it is null."""
-    location = _user_location(ctx.config.evaluate.user_oriented)
-    if location is None:
-        return []
-    parent, key = split_uri(location)
-    store = open_store(parent, ctx.config.s3, check=False)
-    return user_oriented.load_user_oriented(key, max_items=ctx.config.evaluate.max_user_oriented, store=store)
+                          user_oriented=user_oriented.location(cfg.user_oriented))
