@@ -23,7 +23,7 @@ class Completion:
     text: str
     finish_reason: Literal["stop", "length"]  # "length": cut by max_new_tokens, the text may be incomplete
     prompt_ids: list[int] = field(default_factory=list)
-    token_ids: list[int] = field(default_factory=list)  # generated ids, before stop-string truncation
+    token_ids: list[int] = field(default_factory=list)  # the sampled ids: through EOS or the stop-completing token
 
 
 class Backend(Protocol):
