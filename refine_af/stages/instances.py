@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import time
 
 from refine_af import __version__, decontaminate, instance_format
@@ -41,6 +42,8 @@ from refine_af.readers import load_instructions
 from refine_af.runner import StageContext, config_slice
 from refine_af.seeds import derive
 from refine_af.store import jsonl_bytes
+
+log = logging.getLogger("refine_af")
 
 
 def run(ctx: StageContext) -> None:
@@ -77,8 +80,8 @@ def run(ctx: StageContext) -> None:
     if cfg.decontaminate:
         started = time.perf_counter()
         rows, contaminated = decontaminate.Decontaminator(eval_texts, cfg.decontaminate_threshold).split(rows)
-        print(f"{ctx.name}: decontamination checked {report['checked']} rows against {len(eval_texts)} evaluation "
-              f"texts in {time.perf_counter() - started:.2f} s, dropped {len(contaminated)}")
+        log.info("%s: decontamination checked %d rows against %d evaluation texts in %.2f s, dropped %d", ctx.name,
+                 report["checked"], len(eval_texts), time.perf_counter() - started, len(contaminated))
         dropped["contaminated"] = len(contaminated)
         report.update(dropped=len(contaminated), by_task=_by_task(contaminated), rows=contaminated)
     if not rows:
