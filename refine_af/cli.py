@@ -14,6 +14,7 @@ Errors in the user's input or environment print one line and exit with status 2.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import os
@@ -166,8 +167,9 @@ def list_presets() -> None:
     from refine_af.config import PRESETS, presets
 
     for name in presets():
-        lines = (PRESETS / f"{name}.yaml").read_text().splitlines()
-        about = " ".join(line.lstrip("# ") for line in lines[:3] if line.startswith("#"))
+        head = itertools.takewhile(lambda line: line.startswith("#") and line.strip() != "#",
+                                   (PRESETS / f"{name}.yaml").read_text().splitlines())  # the first paragraph
+        about = " ".join(line.lstrip("# ") for line in head)
         typer.echo(f"{name:<16} {about.removeprefix(name + ':').strip()}")
 
 
