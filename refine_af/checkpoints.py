@@ -9,12 +9,12 @@ stage's final outputs are written, `clear` drops them.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from refine_af.store import jsonl_bytes
+from refine_af.schemas import iter_jsonl
+from refine_af.store import jsonl_bytes, local_files
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,8 @@ def save(ctx: Any, local: Path, step: int, metrics: list[dict], state_file: str)
     """Add the metrics so far to a checkpoint directory, upload it (the state file last), drop the older ones."""
     (local / METRICS).write_bytes(jsonl_bytes(metrics))
     name = f"step-{step:05d}"
-    files = sorted((p for p in local.rglob("*") if p.is_file()), key=lambda p: (p.name == state_file, str(p)))
-    for path in files:
-        ctx.store.write_bytes(ctx.key(f"{DIR}/{name}/{path.relative_to(local).as_posix()}"), path.read_bytes())
+    for rel, path in local_files(local, last=state_file):
+        ctx.store.write_bytes(ctx.key(f"{DIR}/{name}/{rel}"), path.read_bytes())
     for old in {k.split("/")[2] for k in ctx.store.list(ctx.key(DIR))} - {name}:
         ctx.store.delete(ctx.key(f"{DIR}/{old}"))
     log.info("%s: checkpoint at step %d -> %s/%s", ctx.name, step, ctx.store.uri, ctx.key(f"{DIR}/{name}"))
@@ -47,7 +46,7 @@ def save(ctx: Any, local: Path, step: int, metrics: list[dict], state_file: str)
 def restore(ctx: Any, prefix: str, local: Path) -> list[dict]:
     """Download a checkpoint into `local`; the metrics rows it carries, up to its step."""
     ctx.store.download(prefix, local)
-    rows = [json.loads(line) for line in (local / METRICS).read_text().splitlines()]
+    rows = [row for _, row in iter_jsonl((local / METRICS).read_bytes(), f"{prefix}/{METRICS}")]
     log.info("%s: resumed from %s/%s at step %d", ctx.name, ctx.store.uri, prefix, step_of(prefix))
     return rows[: step_of(prefix)]
 

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from refine_af.errors import RefineError
+from refine_af.schemas import describe, field_path
 
 
 class _Section(BaseModel):
@@ -436,12 +437,9 @@ class RunConfig(_Section):
 
 
 def _format_errors(err: ValidationError, source: str) -> str:
-    parts = []
-    for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        parts.append(f"{path}: {msg}")
-    return f"{source}: " + "; ".join(parts)
+    """Every error at once (a config is fixed in one go), each as `schemas.describe` words it."""
+    return f"{source}: " + "; ".join(f"{field_path(e) or '(top level)'}: {describe(e)}"
+                                     for e in err.errors(include_url=False))
 
 
 def _set_path(data: dict, dotted: str, value: Any) -> None:

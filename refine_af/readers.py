@@ -27,14 +27,11 @@ BUILTIN_SEEDS = "builtin"
 
 def read_uri(uri: str, s3: Any = None) -> bytes:
     """The bytes of one file given as a local path, file://... or s3://bucket/key."""
-    from refine_af.store import open_store, split_uri
+    from refine_af.store import open_store, read_required, split_uri
 
     if uri.startswith("s3://"):
         root, name = split_uri(uri)
-        try:
-            return open_store(root, s3).read_bytes(name)
-        except FileNotFoundError:
-            raise RefineError(f"{uri}: no such object") from None
+        return read_required(open_store(root, s3), name, "no such object")
     path = uri.removeprefix("file://")
     try:
         with open(path, "rb") as f:
@@ -65,10 +62,9 @@ def load_seeds(uri: str, s3: Any = None) -> list[SeedTask]:
 
 def read_input(store: Any, key: str) -> bytes:
     """A stage input's bytes; a missing one is an error naming the stage that writes it (the key's first part)."""
-    try:
-        return store.read_bytes(key)
-    except FileNotFoundError:
-        raise RefineError(f"{store.uri}/{key} does not exist: run the {key.split('/')[0]} stage first") from None
+    from refine_af.store import read_required
+
+    return read_required(store, key, f"does not exist: run the {key.split('/')[0]} stage first")
 
 
 def load_instructions(store: Any, key: str) -> list[dict]:

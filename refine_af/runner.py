@@ -39,7 +39,7 @@ from refine_af.config import RunConfig, dump_config, load_config, lookup
 from refine_af.errors import RefineError
 from refine_af.pipeline import OPERATIONAL, Stage, enabled, input_key, select, stage
 from refine_af.schemas import Manifest, decode_json, validate
-from refine_af.store import Store, jsonl_bytes, open_store, read_json, read_jsonl, write_json
+from refine_af.store import Store, jsonl_bytes, local_files, open_store, read_json, read_jsonl, write_json
 
 log = logging.getLogger("refine_af")
 
@@ -255,8 +255,8 @@ class StageContext:
 
     def upload_output(self, src: str | Path, rel: str) -> None:
         """Write a local directory tree (an adapter, a checkpoint) under `rel/`, recording each file."""
-        for path in sorted(p for p in Path(src).rglob("*") if p.is_file()):
-            self.write_output(f"{rel}/{path.relative_to(src).as_posix()}", path.read_bytes())
+        for name, path in local_files(src):
+            self.write_output(f"{rel}/{name}", path.read_bytes())
 
     @contextlib.contextmanager
     def backend_with(self, adapter_key: str | None) -> Iterator[Any]:

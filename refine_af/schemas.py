@@ -9,6 +9,7 @@ has its own models in `refine_af.config`):
 * `InstructionRow`: a line of the instructions stage's instructions.jsonl;
 * `DatasetRow`: a line of an instances stage's dataset.jsonl (what the sft stage trains on);
 * `ScoresFile`: the evaluate stage's scores.json (read by compare; `TASK_SCORES` is what `compare.compare_arms` takes);
+* `DecontaminationFile`: an instances stage's decontamination.json (read by compare);
 * `Manifest`: a stage's manifest.json, written and read by `refine_af.runner`.
 
 Models are strict (a JSON string is not a boolean, a number not a string) and ignore fields they do not name: files
@@ -42,8 +43,11 @@ def _json_kind(value: Any) -> str:
     return kinds.get(type(value), type(value).__name__)
 
 
-def _message(err: Any) -> str:
+def describe(err: Any) -> str:
+    """What is wrong with one field, in words (one entry of `ValidationError.errors()`)."""
     kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
     if kind == "missing":
         return "missing"
     if kind == "too_short":
@@ -57,14 +61,29 @@ def _message(err: Any) -> str:
     return err["msg"][:1].lower() + err["msg"][1:]
 
 
+def field_path(err: Any) -> str:
+    return ".".join(str(p) for p in err["loc"])
+
+
 def error_line(where: str, error: ValidationError) -> str:
     """`<where>:<field.path>: <message>` for the first error (where is `<file>` or `<file>:<line>`), and how many
     more there are: one line, never a traceback."""
     errors = error.errors(include_url=False)
-    first = errors[0]
-    path = ".".join(str(p) for p in first["loc"])
+    path = field_path(errors[0])
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{where}{':' + path if path else ''}: {_message(first)}{more}"
+    return f"{where}{':' + path if path else ''}: {describe(errors[0])}{more}"
+
+
+def iter_jsonl(data: bytes, source: str) -> Iterator[tuple[int, Any]]:
+    """(line number, decoded value) for each non-blank line of JSON Lines; bad bytes or JSON are an error naming
+    `source` and the line."""
+    for number, line in enumerate(_text(data, source).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise RefineError(f"{source}:{number}: not valid JSON ({e.msg} at column {e.colno})") from None
 
 
 def validate(model: type[M], obj: Any, where: str) -> M:
@@ -85,13 +104,7 @@ def _text(data: bytes, source: str) -> str:
 def parse_jsonl(data: bytes, source: str, model: type[M]) -> Iterator[tuple[int, M]]:
     """(line number, record) for each non-blank line of JSONL bytes, checked against `model`. Lazy: a reader that
     stops early leaves the rest unchecked. Errors name `source`, the line and the field."""
-    for number, line in enumerate(_text(data, source).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RefineError(f"{source}:{number}: not valid JSON ({e.msg} at column {e.colno})") from None
+    for number, obj in iter_jsonl(data, source):
         yield number, validate(model, obj, f"{source}:{number}")
 
 
@@ -243,6 +256,18 @@ class ScoresFile(_Record):
     evaluate: dict[str, Any]  # the evaluate config slice it was scored with
     superni: SetScores
     user_oriented: SetScores | None
+
+
+class DecontaminationFile(_Record):
+    """An instances stage's decontamination.json: what was checked against the evaluation sets and what was dropped
+    (`dropped`, `by_task` only when `enabled`); the dropped rows themselves are left to the file."""
+
+    enabled: bool
+    threshold: float
+    checked: int
+    eval_sets: dict[str, Any] | None = None
+    dropped: int | None = None
+    by_task: dict[str, int] | None = None
 
 
 class FileRecord(_Record):

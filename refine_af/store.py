@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from refine_af.errors import RefineError
+from refine_af.schemas import iter_jsonl
 
 
 class Store(Protocol):
@@ -250,12 +251,28 @@ def write_json(store: Store, key: str, obj: Any) -> None:
 
 
 def read_jsonl(store: Store, key: str) -> list[dict]:
-    return [json.loads(line) for line in store.read_bytes(key).decode().splitlines() if line.strip()]
+    return [obj for _, obj in iter_jsonl(store.read_bytes(key), f"{store.uri}/{key}")]
+
+
+def read_required(store: Store, key: str, missing: str = "file not found") -> bytes:
+    """The bytes at `key`; a missing file is one RefineError naming it, then `missing` (what to do about it)."""
+    try:
+        return store.read_bytes(key)
+    except FileNotFoundError:
+        raise RefineError(f"{store.uri}/{key}: {missing}") from None
 
 
 def jsonl_bytes(rows: Iterable[dict]) -> bytes:
     """JSON Lines, UTF-8, one object per line."""
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+
+
+def local_files(directory: str | Path, last: str | None = None) -> list[tuple[str, Path]]:
+    """(path relative to `directory`, posix; path) of each file in a local tree, sorted, with files named `last` at the
+    end: a checkpoint's state file goes up last, so that its presence in the store means the rest is there."""
+    root = Path(directory)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return [(p.relative_to(root).as_posix(), p) for p in sorted(files, key=lambda p: p.name == last)]
 
 
 def split_uri(uri: str) -> tuple[str, str]:

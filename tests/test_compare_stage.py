@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from helpers import finished_stage
 from typer.testing import CliRunner
 
 from refine_af.cli import app
@@ -10,7 +11,7 @@ from refine_af.compare import compare_arms, headline
 from refine_af.config import load_config
 from refine_af.errors import RefineError
 from refine_af.runner import read_manifest, run_stage
-from refine_af.store import FileStore, read_json, write_json
+from refine_af.store import FileStore, read_json
 
 A, B, BASE = "refine-af", "self-instruct", "base"
 CATEGORY = {"t1": "Title Generation", "t2": "Title Generation", "t3": "Coreference Resolution",
@@ -33,7 +34,8 @@ def _scores(arm, **settings):
                 for t, r in ROUGE[arm].items()}
     user = USER[arm] and {"overall": USER[arm], "per_task": {}, "per_category": {}, "missing": 0}
     return {"arm": arm, "model": "tiny", "adapter": None, "evaluate": {**SETTINGS, **settings},
-            "superni": {"overall": {}, "per_task": per_task, "per_category": {}, "missing": 0},
+            "superni": {"overall": {"exact_match": 0.0, "rougeL": 0.0, "n": 24}, "per_task": per_task,
+                        "per_category": {}, "missing": 0},
             "user_oriented": user}
 
 
@@ -49,12 +51,11 @@ def _run(tmp_path, arms=(A, B, BASE), decontamination=DECONTAMINATION, **overrid
     an arm's scores.json content."""
     store = FileStore(str(tmp_path / "run"))
     for arm in arms:
-        data = overrides.get(arm.replace("-", "_"), _scores(arm))
-        store.write_bytes(f"evaluate-{arm}/scores.json", data if isinstance(data, bytes) else json.dumps(data).encode())
-        write_json(store, f"evaluate-{arm}/manifest.json", {"stage": f"evaluate-{arm}", "fingerprint": f"fp-{arm}"})
+        finished_stage(store, f"evaluate-{arm}", {"scores.json": overrides.get(arm.replace("-", "_"), _scores(arm))},
+                       fingerprint=f"fp-{arm}")
     for arm in (A, B):
-        write_json(store, f"instances-{arm}/decontamination.json", decontamination[arm])
-        write_json(store, f"instances-{arm}/manifest.json", {"stage": f"instances-{arm}", "fingerprint": f"fi-{arm}"})
+        finished_stage(store, f"instances-{arm}", {"decontamination.json": decontamination[arm]},
+                       fingerprint=f"fi-{arm}")
     return store
 
 
@@ -134,10 +135,17 @@ def test_arms_scored_differently_are_refused(tmp_path):
     assert run_stage(_config(store), "compare", store) == "done"
 
 
+def _broken(edit):
+    scores = _scores(B)
+    edit(scores)
+    return json.dumps(scores).encode()
+
+
 @pytest.mark.parametrize("content, fragment", [
-    (b"{not json", "not valid JSON"),
-    (json.dumps({"arm": B, "superni": {}}).encode(), "missing field 'superni.per_task'"),
-    (json.dumps({"superni": {"per_task": {"t1": {"rougeL": "high"}}}}).encode(), "'superni.per_task.t1'"),
+    (b"{not json", "scores.json:1: not valid JSON"),
+    (_broken(lambda s: s["superni"].pop("per_task")), "scores.json:superni.per_task: missing"),
+    (_broken(lambda s: s["superni"]["per_task"]["t1"].update(rougeL="high")),
+     "scores.json:superni.per_task.t1.rougeL: must be a number, got a string"),
 ], ids=["invalid-json", "no-per-task", "non-numeric"])
 def test_bad_scores_file(tmp_path, content, fragment):
     store = _run(tmp_path, self_instruct=content)
@@ -155,7 +163,7 @@ def test_decontamination_off_and_missing(tmp_path):
     assert "| self-instruct | – | – | – | off: not checked |" in store.read_bytes("compare/report.md").decode()
     assert read_manifest(store, "compare")["counts"]["contaminated"] == {A: 3}
     store.delete("instances-self-instruct/decontamination.json")
-    with pytest.raises(RefineError, match="instances-self-instruct/decontamination.json does not exist"):
+    with pytest.raises(RefineError, match="decontamination.json: does not exist: run the instances-self-instruct"):
         run_stage(_config(store, "compare.n_boot=100"), "compare", store)
 
 

@@ -26,7 +26,7 @@ def test_dump_round_trips():
 
 @pytest.mark.parametrize(("text", "message"), [
     ("instructions:\n  targett: 3\n", "instructions.targett: unknown key"),
-    ("instructions:\n  target: many\n", "instructions.target: Input should be a valid integer"),
+    ("instructions:\n  target: many\n", "instructions.target: input should be a valid integer"),
     ("modle: x\n", "modle: unknown key"),
     ("instructions:\n  seed_in_prompt: 9\n", "instructions.seed_in_prompt"),
     ("- a\n- b\n", "expected a mapping"),

@@ -7,13 +7,14 @@ import json
 
 import pytest
 import torch
+from helpers import finished_stage
 
 from refine_af import runner
 from refine_af.config import load_config
 from refine_af.errors import RefineError
 from refine_af.instruction_format import instruction_prompt
 from refine_af.stages.sft import build_trainer
-from refine_af.store import FileStore, read_json, write_json
+from refine_af.store import FileStore, read_json
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -42,11 +43,8 @@ def model_dir(tmp_path_factory, tiny_model_dir):
 
 def _store(tmp_path, rows: list[dict] | None = ROWS, text: str | None = None) -> FileStore:
     store = FileStore(str(tmp_path / "run"))
-    if text is None and rows is not None:
-        text = "".join(json.dumps(r) + "\n" for r in rows)
-    if text is not None:
-        store.write_bytes(f"{PARENT}/dataset.jsonl", text.encode())
-    write_json(store, f"{PARENT}/manifest.json", {"stage": PARENT, "fingerprint": "f" * 64})
+    data = text if text is not None else rows
+    finished_stage(store, PARENT, {} if data is None else {"dataset.jsonl": data})
     return store
 
 
@@ -157,7 +155,7 @@ def test_bad_input_fails_before_writing(tmp_path, model_dir):
     where = f"{PARENT}/dataset.jsonl"
     missing_output = [*ROWS[:2], {k: v for k, v in ROWS[2].items() if k != "output"}]
     cases = [
-        (None, None, f"{where} does not exist"),
+        (None, None, f"{where}: does not exist"),
         (None, "\n", f"{where} holds no examples"),
         (missing_output, None, f"{where}:3:output: missing"),
         ([{**ROWS[0], "instruction": " "}], None, f"{where}:1:instruction: empty"),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from refine_af.errors import RefineError
 from refine_af.store import Store, open_store
 
 EVAL_DATA = Path(__file__).parent.parent / "data" / "eval"
@@ -20,9 +19,3 @@ EVAL_DATA = Path(__file__).parent.parent / "data" / "eval"
 def store_for(location: str | Path) -> Store:
     return open_store(str(location), check=False)  # read-only use: no write probe, no bucket round trip
 
-
-def read_bytes(store: Store, key: str) -> bytes:
-    try:
-        return store.read_bytes(key)
-    except FileNotFoundError:
-        raise RefineError(f"{store.uri}/{key}: file not found") from None

@@ -24,11 +24,11 @@ from string import Template
 from typing import Any
 
 from refine_af.errors import RefineError
-from refine_af.evalsets import EVAL_DATA, read_bytes, store_for
+from refine_af.evalsets import EVAL_DATA, store_for
 from refine_af.evalsets.metrics import UNCATEGORIZED, Instance, score_groups
 from refine_af.prompts import template
 from refine_af.schemas import SuperNITaskFile, decode_json, validate
-from refine_af.store import Store, open_store
+from refine_af.store import Store, open_store, read_required
 
 __all__ = ["DEFAULT_SUPERNI_ROOT", "Example", "GENERATION_STOP", "STOP_MARKERS", "SuperNITask", "build_prompt",
            "clean_prediction", "load_tasks", "parse_task", "read_split", "score_tasks"]
@@ -83,7 +83,7 @@ def read_split(store: Store, split: str = "default") -> list[tuple[int, str]]:
     """(line number, task name) for each task `splits/<split>/test_tasks.txt` lists, first occurrence kept."""
     key = f"splits/{split}/test_tasks.txt"
     try:
-        text = read_bytes(store, key).decode("utf-8-sig")
+        text = read_required(store, key).decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise RefineError(f"{store.uri}/{key}: not UTF-8 text (byte {e.start})") from None
     names, seen = [], set()

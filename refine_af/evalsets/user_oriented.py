@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from refine_af.errors import RefineError
-from refine_af.evalsets import EVAL_DATA, read_bytes, store_for
+from refine_af.evalsets import EVAL_DATA, store_for
 from refine_af.evalsets.metrics import UNCATEGORIZED, Instance, score_groups
 from refine_af.instruction_format import instruction_prompt
 from refine_af.schemas import UserTaskLine, parse_jsonl, validate
-from refine_af.store import Store, open_store, split_uri
+from refine_af.store import Store, open_store, read_required, split_uri
 
 __all__ = ["DEFAULT_USER_ORIENTED", "UserTask", "build_user_prompt", "load_user_oriented", "parse_user_task",
            "score_user_oriented"]
@@ -54,12 +54,7 @@ def load_user_oriented(
     With an open `store`, `uri` is the key of the file inside it.
     """
     if store is None:
-        location = str(uri if uri is not None else DEFAULT_USER_ORIENTED)
-        if location.startswith("s3://"):
-            parent, _, key = location.rpartition("/")
-        else:
-            path = Path(location.removeprefix("file://"))
-            parent, key = str(path.parent), path.name
+        parent, key = split_uri(str(uri if uri is not None else DEFAULT_USER_ORIENTED))
         store = store_for(parent)
     elif uri is None:
         raise ValueError("with a store, uri must name the key of the JSONL file")
@@ -68,7 +63,7 @@ def load_user_oriented(
     where = f"{store.uri}/{key}"
     items: list[UserTask] = []
     seen: dict[str, int] = {}
-    for lineno, line in parse_jsonl(read_bytes(store, key), where, UserTaskLine):
+    for lineno, line in parse_jsonl(read_required(store, key), where, UserTaskLine):
         if line.id in seen:
             raise RefineError(f"{where}:{lineno}:id: repeats '{line.id}' from line {seen[line.id]}")
         seen[line.id] = lineno

@@ -23,6 +23,7 @@ from refine_af.generate.base import (
     render,
     truncate_at_stop,
 )
+from refine_af.models import default_pad
 
 MIN_SHARED_PREFIX = 8  # tokens; below this a shared prefix is not worth a forward pass of its own
 NUCLEUS_CANDIDATES = 512  # most likely tokens looked at first for the top-p nucleus (exact whenever it lies inside)
@@ -95,8 +96,7 @@ class TransformersBackend:
     def __init__(self, model: Any, tokenizer: Any, batch_size: int = 32):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         tokenizer.padding_side = "left"
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        default_pad(tokenizer)
         self.eos = _eos_ids(model, tokenizer)
         base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft passes kwargs through
         # transformers 5 renamed `past_key_values` to `cache`

@@ -50,14 +50,14 @@ class SequenceClassifier(Squashed):
         return {**self.__dict__, "model": None, "tokenizer": None}
 
     def load(self) -> SequenceClassifier:
+        from refine_af.models import default_pad, resolve
+
         if self.model is None:
             import refine_af.rewards.oasst_rm  # noqa: F401 -- registers OpenAssistant's gpt_neox_reward_model
-            from refine_af.models import resolve
 
             self.tokenizer, self.model = pretrained("AutoModelForSequenceClassification",
                                                     resolve(self.ref, self.cache_dir, self.s3), self.device)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        default_pad(self.tokenizer)
         if getattr(self.model.config, "pad_token_id", 0) is None:  # stock classifiers refuse a batch without one
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         return self

@@ -25,13 +25,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pydantic import BaseModel
+
 from refine_af import compare
 from refine_af.errors import RefineError
+from refine_af.readers import read_input
 from refine_af.runner import StageContext
-from refine_af.store import Store, read_json
+from refine_af.schemas import DecontaminationFile, ScoresFile, parse_json
+from refine_af.store import Store
 
 A, B, BASE = "refine-af", "self-instruct", "base"
-SUMMARY = ("enabled", "threshold", "checked", "dropped", "by_task", "eval_sets")  # decontamination.json minus rows
 
 
 def run(ctx: StageContext) -> None:
@@ -40,12 +43,13 @@ def run(ctx: StageContext) -> None:
     arms = [arm for arm, key in keys.items() if key is not None]
 
     # 1. Every arm's scores, checked before the prefix is claimed.
-    scores = {arm: _read_scores(ctx.store, keys[arm]) for arm in arms}
+    scores = {arm: _read(ctx.store, keys[arm], ScoresFile) for arm in arms}
     _check_same_settings(scores)
-    decontamination = {arm: _read_decontamination(ctx.store, ctx.input(f"decontamination-{arm}")) for arm in (A, B)}
+    decontamination = {arm: _read(ctx.store, ctx.input(f"decontamination-{arm}"), DecontaminationFile)
+                       for arm in (A, B)}
     per_task = {arm: {task: s[cfg.metric] for task, s in sc["superni"]["per_task"].items()}
                 for arm, sc in scores.items()}
-    categories = {task: s.get("category", compare.UNCATEGORIZED)
+    categories = {task: s["category"]
                   for sc in scores.values() for task, s in sc["superni"]["per_task"].items()}
 
     # 2. The comparison, plus the secondary user-oriented means.
@@ -55,7 +59,7 @@ def run(ctx: StageContext) -> None:
                                       seed=ctx.config.seed, metric=cfg.metric)
     except ValueError as e:
         raise RefineError(f"stage {ctx.name}: {e}") from None
-    report["user_oriented"] = {arm: (sc.get("user_oriented") or {}).get("overall") for arm, sc in scores.items()}
+    report["user_oriented"] = {arm: (sc["user_oriented"] or {}).get("overall") for arm, sc in scores.items()}
     report["decontamination"] = decontamination
     report["sources"] = {arm: f"{ctx.store.uri}/{keys[arm]}" for arm in arms}
     ctx.begin()
@@ -73,37 +77,9 @@ def run(ctx: StageContext) -> None:
     ctx.provenance.update(sources=report["sources"])
 
 
-def _read_input(store: Store, key: str) -> tuple[Any, str]:
-    """An input's parsed JSON and its URI (for messages); a missing or unparseable file says which stage to run."""
-    where = f"{store.uri}/{key}"
-    try:
-        data = read_json(store, key)
-    except FileNotFoundError:
-        raise RefineError(f"{where} does not exist: run stage {key.split('/')[0]} first") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RefineError(f"{where}: not valid JSON ({e})") from None
-    return data, where
-
-
-def _read_scores(store: Store, key: str) -> dict[str, Any]:
-    data, where = _read_input(store, key)
-    per_task = data.get("superni", {}).get("per_task") if isinstance(data, dict) else None
-    if not isinstance(per_task, dict) or not per_task:
-        raise RefineError(f"{where}: missing field 'superni.per_task' (expected the evaluate stage's scores)")
-    for task, s in per_task.items():
-        if not isinstance(s, dict) or not all(isinstance(s.get(m), (int, float)) for m in ("rougeL", "exact_match")):
-            raise RefineError(f"{where}: field 'superni.per_task.{task}' needs numeric 'rougeL' and 'exact_match'")
-    user = data.get("user_oriented")
-    if user is not None and not (isinstance(user, dict) and isinstance(user.get("overall"), dict)):
-        raise RefineError(f"{where}: field 'user_oriented' must be null or hold 'overall'")
-    return data
-
-
-def _read_decontamination(store: Store, key: str) -> dict[str, Any]:
-    data, where = _read_input(store, key)
-    if not isinstance(data, dict) or not isinstance(data.get("enabled"), bool):
-        raise RefineError(f"{where}: missing field 'enabled' (expected the instances stage's decontamination.json)")
-    return {k: data.get(k) for k in SUMMARY}
+def _read(store: Store, key: str, model: type[BaseModel]) -> dict[str, Any]:
+    """An input checked against its schema; a missing file names the stage to run, a bad one the file and field."""
+    return parse_json(read_input(store, key), f"{store.uri}/{key}", model).model_dump()
 
 
 def _check_same_settings(scores: dict[str, dict]) -> None:
