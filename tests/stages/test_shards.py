@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from helpers import instances_run as make_run
 
 from refine_af.errors import RefineError
 from refine_af.generate import SamplingParams
 from refine_af.generate.hf import TransformersBackend
 from refine_af.runner import read_manifest, run_stage
 from refine_af.store import open_store
-from tests.test_instances_stage import make_run
 
 
 def test_sampling_depends_on_the_item_seed_not_the_batch(tiny_model_dir, one_thread):

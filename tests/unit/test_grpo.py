@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from helpers import POOL, word_policy
 
-from conftest import POOL, word_policy
 from refine_af.config import RewardConfig, RLConfig
 from refine_af.grpo import TermReward, run_grpo
 from refine_af.rewards import CompositeReward

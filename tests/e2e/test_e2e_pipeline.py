@@ -4,8 +4,7 @@ report and its headline come out, and a second run skips everything. Minutes on 
 import json
 
 import pytest
-
-from conftest import cli
+from helpers import cli
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from k8s_fixtures import server_dry_run
+from helpers import REPO, cli
+from helpers.k8s import server_dry_run
 
-from conftest import REPO, cli
 from refine_af.argo.compile import render, to_yaml
 from refine_af.argo.lint import lint
 from refine_af.config import RunConfig, load_config
@@ -134,7 +134,7 @@ TINY = ["instructions.target=3", "instructions.prompts_per_round=2", "instructio
 @pytest.mark.slow
 def test_rendered_workflow_runs_like_refine_af_run(s3_env, tmp_path, builtin_dir):
     """The rendered YAML, not the Python objects: every pod's command and env run here against moto's S3."""
-    from argo_local import run_workflow
+    from helpers.argo_local import run_workflow
 
     from refine_af.store import open_store, read_json
 

@@ -1,4 +1,5 @@
 import pytest
+from helpers import REPO
 
 from refine_af.config import RunConfig, dump_config, load_config
 from refine_af.errors import RefineError
@@ -67,9 +68,8 @@ def test_every_section_forbids_extra_keys():
 def test_readme_cluster_config_is_a_valid_config(tmp_path):
     """The scale-up config README shows must load: docs that drift from the schema fail here."""
     import re
-    from pathlib import Path
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
     assert blocks, "README has no yaml block"
     for i, block in enumerate(blocks):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import finished_stage
 
 from refine_af import ppo
 from refine_af.config import load_config
 from refine_af.errors import RefineError
 from refine_af.runner import read_manifest, run_stage
-from refine_af.store import jsonl_bytes, open_store, write_json
+from refine_af.store import open_store
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,8 +28,7 @@ def make_run(tmp_path, model, *overrides, instructions=INSTRUCTIONS):
     config = load_config(None, [f"run={tmp_path}", f"model={model}", "rl.steps=4", "rl.batch_size=4",
                                 "rl.max_new_tokens=8", "rl.checkpoint_every=2", "rl.learning_rate=1e-3", *overrides])
     store = open_store(config.run)
-    store.write_bytes("instructions/instructions.jsonl", jsonl_bytes(instructions))
-    write_json(store, "instructions/manifest.json", {"fingerprint": "f" * 64})
+    finished_stage(store, "instructions", {"instructions.jsonl": instructions})
     return config, store
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import finished_stage
 
 from refine_af.config import load_config
 from refine_af.decontaminate import Decontaminator, eval_texts, load_eval_texts
@@ -13,7 +14,7 @@ from refine_af.errors import RefineError
 from refine_af.evalsets import superni, user_oriented
 from refine_af.generate.base import Completion
 from refine_af.runner import read_manifest, run_stage
-from refine_af.store import jsonl_bytes, open_store, read_json, read_jsonl, write_json
+from refine_af.store import open_store, read_json, read_jsonl
 
 TASKS = superni.load_tasks(max_instances=4)
 USER = user_oriented.load_user_oriented()
@@ -99,8 +100,7 @@ class Scripted:
 def _run(tmp_path, *overrides):
     config = load_config(None, [f"run={tmp_path}", "instances.per_instruction=1", *overrides])
     store = open_store(config.run)
-    store.write_bytes("instructions/instructions.jsonl", jsonl_bytes(INSTRUCTIONS))
-    write_json(store, "instructions/manifest.json", {"fingerprint": "i" * 8})
+    finished_stage(store, "instructions", {"instructions.jsonl": INSTRUCTIONS})
     inst = TITLES.instances[0]
     backend = Scripted({CLEAN[0]: f" {CLEAN[1]}\nOutput: {CLEAN[2]}",
                         INSTRUCTIONS[1]["instruction"]: f" {inst.input}\nOutput: {inst.outputs[0]}",  # a test item
@@ -141,8 +141,7 @@ def test_stage_switch_off_keeps_everything(tmp_path):
 def test_stage_refuses_a_bad_eval_set_before_generating(tmp_path):
     config = load_config(None, [f"run={tmp_path}", "evaluate.superni=/nonexistent"])
     store = open_store(config.run)
-    store.write_bytes("instructions/instructions.jsonl", jsonl_bytes(INSTRUCTIONS))
-    write_json(store, "instructions/manifest.json", {"fingerprint": "i" * 8})
+    finished_stage(store, "instructions", {"instructions.jsonl": INSTRUCTIONS})
     with pytest.raises(RefineError, match="evaluate.superni"):
         run_stage(config, "instances-self-instruct", store, backend=None)
     assert store.list("instances-self-instruct") == []

@@ -51,8 +51,8 @@ def test_stop_strings_in_generation(tiny):
     assert stop not in cut[1].text and free[1].text.startswith(cut[1].text)
 
 
-def test_chat_prompts_use_the_template(builtin_dir):
-    _, tok = load_causal_lm("builtin")
+def test_chat_prompts_use_the_template(builtin_tokenizer):
+    tok = builtin_tokenizer
     text = render(tok, [{"role": "user", "content": "Hi"}])
     assert text.endswith("<|im_start|>assistant\n") and "Hi" in text
     prefilled = render(tok, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Input:"}])

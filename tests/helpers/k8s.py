@@ -1,6 +1,6 @@
 """A real Kubernetes API server with Argo's CRDs (../shared/k8s), for strict server-side validation in tests.
 
-`k8s_api` is a session fixture (import it into conftest.py to share it): one server per test session, about 20 s to
+`k8s_api` is a session fixture (conftest.py imports it to share it): one server per test session, about 20 s to
 start. It yields the env vars that point kubectl at it; `server_dry_run` asks it to validate documents the way a
 cluster would (unknown fields, types, enums, CEL rules) without storing anything.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 K8S = REPO.parent / "shared" / "k8s"
 
 

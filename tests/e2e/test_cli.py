@@ -3,8 +3,7 @@
 import json
 
 import pytest
-
-from conftest import cli, start_moto
+from helpers import cli, start_moto
 
 GOOD = {"id": "t", "name": "n", "instruction": "Name a color you like and say why.",
         "instances": [{"input": "", "output": "Blue, it is calm."}], "is_classification": False}

@@ -2,8 +2,8 @@ import os
 import stat
 
 import pytest
+from helpers import start_moto
 
-from conftest import start_moto
 from refine_af.config import S3Config
 from refine_af.errors import RefineError
 from refine_af.store import FileStore, jsonl_bytes, open_store, read_jsonl, write_json

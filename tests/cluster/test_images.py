@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from conftest import REPO, cli
+from helpers import REPO, cli
 
 ROLES = ["generate", "train", "cpu"]
 REPORT = Path("/tmp/refine-af-image-test.json")  # the measurements, for whoever reads CI's output afterwards

@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
+from helpers import POOL, word_policy
 
-from conftest import POOL, word_policy
 from refine_af.config import RLConfig
 from refine_af.generate import SamplingParams
 from refine_af.ppo import (
@@ -161,12 +161,10 @@ def test_save_load_resumes_exactly(tmp_path):
     assert (tmp_path / "ckpt" / "adapter" / "adapter_config.json").is_file()  # peft format for the backends
 
 
-def test_stop_strings_and_the_instances_prompt(builtin_dir):
-    from transformers import AutoTokenizer
-
+def test_stop_strings_and_the_instances_prompt(builtin_tokenizer):
     from refine_af import instance_format
 
-    tok = AutoTokenizer.from_pretrained(builtin_dir)
+    tok = builtin_tokenizer
     ids = tok("a cat\nOutput: a dog\n\nTask: more", add_special_tokens=False)["input_ids"]
     cut = sampled_ids(ids + [tok.pad_token_id] * 3, tok, instance_format.STOP)
     assert "Task:" in tok.decode(cut) and "more" not in tok.decode(cut) and cut == ids[: len(cut)]

@@ -1,4 +1,4 @@
-"""tests/argo_local.py runs a small hand-written WorkflowTemplate like Argo would; the same documents pass the real API
+"""helpers.argo_local runs a small hand-written WorkflowTemplate like Argo would; the same documents pass the real API
 server's strict validation and refine_af.argo.lint, so the executor is tested on a workflow a cluster accepts."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from argo_local import WORKFLOW_NAME, WorkflowError, run_workflow
-from k8s_fixtures import server_dry_run
+from helpers.argo_local import WORKFLOW_NAME, WorkflowError, run_workflow
+from helpers.k8s import server_dry_run
 
 from refine_af.argo.lint import lint
 

@@ -4,13 +4,13 @@ import json
 from pathlib import Path
 
 import pytest
-from rouge_score import rouge_scorer
+from helpers import SHARED
 
 from refine_af.errors import RefineError
 from refine_af.evalsets import metrics, superni, user_oriented
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-SAMPLE = SHARED / "superni_test"
+DATA = SHARED / "data"
+SAMPLE = DATA / "superni_test"
 
 
 def write_task(root: Path, name: str, data, split=None):
@@ -56,41 +56,30 @@ def test_exact_match_takes_any_reference():
     assert metrics.exact_match("Osaka", ["Kyoto", "Tokyo"]) == 0.0
 
 
-CASES = [
-    ("The cats are running in the park.", ["A cat runs in a park", "dogs sleep"]),
-    ("Golden Dragon serves Chinese food.", ["Golden Dragon is a Chinese restaurant in the riverside area."]),
-    ("What is the capital of Iceland?", ["What is Iceland's capital?", "What is the capital of Iceland?"]),
-    ("no", ["yes"]),
-    ("", ["something"]),
-    ("running quickly", ["ran quick"]),
-]
-
-
-@pytest.mark.parametrize(("prediction", "references"), CASES)
-def test_rouge_l_matches_reference_implementation(prediction, references):
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    expected = max(scorer.score(target=r, prediction=prediction)["rougeL"].fmeasure for r in references)
-    assert metrics.rouge_l(prediction, references) == pytest.approx(expected, abs=1e-12)
-
-
-def test_rouge_l_hand_numbers():
-    # tokens after stemming: [cat, are, run] vs [a, cat, run]: LCS 2, P = R = 2/3
-    assert metrics.rouge_l("cats are running", ["a cat runs"]) == pytest.approx(2 / 3)
-    assert metrics.rouge_l("Yes.", ["yes"]) == 1.0
-    # the default tokenizer keeps only [a-z0-9]: non-English text scores 0 even when identical
-    assert metrics.rouge_l("你好", ["你好"]) == 0.0
+@pytest.mark.parametrize(("prediction", "references", "expected"), [
+    # stemmed: [the, cat, are, run, in, the, park] vs [a, cat, run, in, a, park]: LCS 4, P 4/7, R 4/6
+    ("The cats are running in the park.", "A cat runs in a park", 2 * 4 / (7 + 6)),
+    # the best reference counts, not the first nor the mean
+    ("The cats are running in the park.", ["dogs sleep", "A cat runs in a park"], 2 * 4 / (7 + 6)),
+    ("Paris", ["paris", "Paris, France"], 1.0),
+    # SuperNI's tokenizer: lowercase, ASCII letters and digits only; nothing left scores 0, even when identical
+    ("Yes.", ["YES"], 1.0),
+    ("你好", ["你好"], 0.0),
+    ("", ["something"], 0.0),
+    # stemming on: running and run are one token, dogs and dog too
+    ("running quickly", ["run quickly"], 1.0),
+    ("the 3 dogs", ["3 dog"], 2 * 2 / (3 + 2)),
+])
+def test_rouge_l_by_hand(prediction, references, expected):
+    assert metrics.rouge_l(prediction, references) == pytest.approx(expected)
 
 
 def test_score_task_is_compute_metrics():
     preds = ["the cat", "no", "A cat runs"]
     refs = [["The cat."], ["yes"], ["a cat runs fast", "dog"]]
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    rouge = sum(
-        max(scorer.score(target=r, prediction=p)["rougeL"].fmeasure for r in rs) for p, rs in zip(preds, refs)
-    )
     got = metrics.score_task(preds, refs)
-    assert got["exact_match"] == pytest.approx(100 / 3)
-    assert got["rougeL"] == pytest.approx(100 * rouge / 3)
+    assert got["exact_match"] == pytest.approx(100 / 3)  # only "the cat" = "The cat." after normalising
+    assert got["rougeL"] == pytest.approx(100 * (1 + 0 + 6 / 7) / 3)  # 3 of 3 and 3 of 4 tokens: F = 6/7
     assert got["n"] == 3
     with pytest.raises(ValueError):
         metrics.score_task(["a"], [])
@@ -138,7 +127,7 @@ def test_build_prompt_zero_and_few_shot():
 def test_real_sample_loads():
     tasks = superni.load_tasks(SAMPLE)
     assert len(tasks) == 106
-    official = set((SHARED / "superni_test_tasks.txt").read_text().split())
+    official = set((DATA / "superni_test_tasks.txt").read_text().split())
     assert {t.name for t in tasks} <= official
     assert all(t.definition and t.instances for t in tasks)
     assert all(inst.outputs for t in tasks for inst in t.instances)

@@ -9,9 +9,8 @@ import subprocess
 import time
 
 import pytest
+from helpers import cli, refine_af_exe
 from rouge_score import rouge_scorer
-
-from conftest import cli, refine_af_exe
 
 pytestmark = pytest.mark.slow
 

@@ -1,9 +1,9 @@
 """Stage evaluate-<arm>: a tiny Llama with fake SFT adapters, real prompts and scoring; bad input writes nothing."""
 
 import json
-import shutil
 
 import pytest
+from helpers import finished_stage
 
 from refine_af.config import load_config
 from refine_af.errors import RefineError
@@ -43,9 +43,8 @@ def _run(tmp_path, adapters=None, arms=ARMS):
     """A run store where stage sft-<arm> is done: its manifest and (when given) its adapter."""
     store = FileStore(str(tmp_path / "run"))
     for arm in arms:
-        if adapters:
-            shutil.copytree(adapters[arm], store.root / f"sft-{arm}" / "adapter")
-        write_json(store, f"sft-{arm}/manifest.json", {"stage": f"sft-{arm}", "fingerprint": f"fake-{arm}"})
+        files = {f"adapter/{p.name}": p.read_bytes() for p in adapters[arm].iterdir()} if adapters else {}
+        finished_stage(store, f"sft-{arm}", files, fingerprint=f"fake-{arm}")
     return store
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from k8s_fixtures import server_dry_run
+from helpers import REPO
+from helpers.k8s import server_dry_run
 
 from refine_af import __version__
 from refine_af.argo import helm as chart_gen
@@ -27,7 +28,6 @@ from refine_af.argo.compile import render
 from refine_af.config import ClusterConfig, RolePool, RunConfig
 from refine_af.pipeline import STAGES
 
-REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helm" / "refine-af"
 CI = CHART / "ci"
 HELM = shutil.which("helm", path=f"{REPO / 'build' / 'tools'}:{Path(sys.executable).parent}") or shutil.which("helm")

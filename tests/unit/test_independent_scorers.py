@@ -10,9 +10,9 @@ import random
 import re
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
+from helpers import REPO
 
 from refine_af.config import RewardConfig, load_config
 from refine_af.errors import RefineError
@@ -20,7 +20,7 @@ from refine_af.rewards import CALIBRATION_EXAMPLES, CompositeReward
 from refine_af.rewards import independent as indep
 from refine_af.rewards.shaping import STOP_WORDS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 PRESET = ROOT / "refine_af" / "presets" / "cpu-independent.yaml"
 EXAMPLES = CALIBRATION_EXAMPLES  # (instruction, input, a good output)
 
