@@ -82,8 +82,8 @@ def _pypi(package: str) -> Callable[[Any, str], str]:  # the installed version, 
 
 SCORERS: dict[str, Scorer] = {
     # likelihoods under a causal LM (the CPU defaults): constants measured for the builtin model, the centres between
-    # its values for fluent text and for shuffled words (tests/unit/test_rewards.py's examples: fluent outputs -1.3..-5.6
-    # nats/token without context, the same words shuffled -4.3..-10.6)
+    # its values for fluent text and for shuffled words (tests/unit/test_rewards.py's examples: fluent outputs
+    # -1.3..-5.6 nats/token without context, the same words shuffled -4.3..-10.6)
     "mean_logprob": Scorer(lambda t, m: lik.MeanLogprob(m.causal(t.model), **t.squash), _run, -4.0, 1.0),
     "conditional_logprob": Scorer(lambda t, m: lik.ConditionalLogprob(m.causal(t.model), **t.squash), _run, -2.5, 1.0),
     "pmi": Scorer(lambda t, m: lik.PMI(m.causal(t.model), **t.squash), _run, 0.0, 0.5),
