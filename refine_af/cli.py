@@ -91,9 +91,13 @@ def run(config: ConfigOpt = None, run: RunOpt = None, set_: SetOpt = None, force
 def _headline(cfg: RunConfig) -> None:
     """The paper's comparison in one line, from the run's compare stage."""
     from refine_af.compare import headline
-    from refine_af.store import open_store, read_json
+    from refine_af.schemas import ReportFile, parse_json
+    from refine_af.store import open_store, read_required
 
-    typer.echo(headline(read_json(open_store(cfg.run, cfg.s3, check=False), "compare/report.json")))
+    store = open_store(cfg.run, cfg.s3, check=False)
+    report = read_required(store, "compare/report.json", "does not exist: run the compare stage")
+    parse_json(report, f"{store.uri}/compare/report.json", ReportFile)
+    typer.echo(headline(json.loads(report)))
     typer.echo(f"report: {cfg.run.rstrip('/')}/compare/report.md")
 
 

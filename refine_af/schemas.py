@@ -10,6 +10,7 @@ has its own models in `refine_af.config`):
 * `DatasetRow`: a line of an instances stage's dataset.jsonl (what the sft stage trains on);
 * `ScoresFile`: the evaluate stage's scores.json (read by compare; `TASK_SCORES` is what `compare.compare_arms` takes);
 * `DecontaminationFile`: an instances stage's decontamination.json (read by compare);
+* `ReportFile`: the compare stage's report.json, the parts its readers use (the headline, the Argo UI's figures);
 * `Manifest`: a stage's manifest.json, written and read by `refine_af.runner`.
 
 Models are strict (a JSON string is not a boolean, a number not a string) and ignore fields they do not name: files
@@ -268,6 +269,33 @@ class DecontaminationFile(_Record):
     eval_sets: dict[str, Any] | None = None
     dropped: int | None = None
     by_task: dict[str, int] | None = None
+
+
+class Mean(_Record):
+    mean: FiniteScore | None  # None: the base model has no scores on these tasks
+    ci: list[FiniteScore] | None
+    n: int
+
+
+class SignTest(_Record):
+    decided: int
+    wins: int
+    losses: int
+    p: FiniteScore
+
+
+class ReportFile(_Record):
+    """The compare stage's report.json (`compare.compare_arms` plus user-oriented, decontamination and sources);
+    the fields named here are what `refine-af run` prints and the Argo UI shows, the rest is for people."""
+
+    metric: str
+    arms: Annotated[list[str], Field(min_length=2, max_length=2)]
+    base: str | None
+    n_tasks: int
+    wins: dict[str, int]
+    share: dict[str, FiniteScore]
+    sign_test: SignTest
+    means: dict[str, Mean]
 
 
 class FileRecord(_Record):

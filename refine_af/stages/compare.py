@@ -31,7 +31,7 @@ from refine_af import compare
 from refine_af.errors import RefineError
 from refine_af.readers import read_input
 from refine_af.runner import StageContext
-from refine_af.schemas import DecontaminationFile, ScoresFile, parse_json
+from refine_af.schemas import DecontaminationFile, ReportFile, ScoresFile, parse_json
 from refine_af.store import Store
 
 A, B, BASE = "refine-af", "self-instruct", "base"
@@ -62,6 +62,7 @@ def run(ctx: StageContext) -> None:
     report["user_oriented"] = {arm: (sc["user_oriented"] or {}).get("overall") for arm, sc in scores.items()}
     report["decontamination"] = decontamination
     report["sources"] = {arm: f"{ctx.store.uri}/{keys[arm]}" for arm in arms}
+    ReportFile.model_validate(report)  # what the CLI's headline reads: a mismatch is a bug here, caught before writing
     ctx.begin()
 
     # 3. Outputs.

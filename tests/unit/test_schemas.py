@@ -71,3 +71,16 @@ def test_task_scores_are_finite_numbers():
     for bad in ({"t": float("nan")}, {"t": "1"}, {"t": True}):
         with pytest.raises(ValueError):
             schemas.TASK_SCORES.validate_python(bad)
+
+
+def test_compare_reports_fit_the_report_schema_and_a_bad_one_is_named(tmp_path):
+    from refine_af.compare import compare_arms
+
+    report = compare_arms({"a": {"t1": 50.0, "t2": 10.0}, "b": {"t1": 40.0, "t2": 20.0}, "base": {"t1": 5.0}},
+                          "a", "b", base="base", n_boot=50)
+    checked = schemas.ReportFile.model_validate(report)
+    assert checked.wins == {"a": 1, "b": 1, "tie": 0} and checked.means["base"].n == 1
+    report.pop("sign_test")
+    report["means"]["a"]["mean"] = "high"
+    with pytest.raises(RefineError, match=r"^r.json:sign_test: missing \(and 1 more\)$"):
+        schemas.parse_json(json.dumps(report).encode(), "r.json", schemas.ReportFile)
