@@ -40,7 +40,7 @@ from refine_af.config import RunConfig, load_config  # noqa: E402
 from refine_af.generate import SamplingParams, make_backend  # noqa: E402
 from refine_af.generate.base import encode, render  # noqa: E402
 from refine_af.readers import load_seeds  # noqa: E402
-from refine_af.stages.instructions import build_prompt  # noqa: E402
+from refine_af.stages.instructions import self_instruct_prompt  # noqa: E402
 
 SEEDS = ROOT / "refine_af" / "data" / "seed_tasks.jsonl"
 
@@ -50,7 +50,7 @@ def prompt_mixes(config: RunConfig, n: int) -> dict[str, tuple[list[str], Sampli
     rng = random.Random(0)
     ins, inst = config.instructions, config.instances
     texts = [s.instruction for s in seeds]
-    instructions = [build_prompt(rng, texts, [], ins.prompt_instructions, ins.seed_in_prompt) for _ in range(n)]
+    instructions = [self_instruct_prompt(rng, texts, [], ins.prompt_instructions, ins.seed_in_prompt) for _ in range(n)]
     instances = [instance_format.build(s.instruction, s.is_classification) for s in (seeds * n)[:n]]
     return {
         "instructions": (instructions, SamplingParams(temperature=ins.temperature, top_p=ins.top_p,

@@ -23,7 +23,7 @@ from typing import Any
 from refine_af import instance_format, seeds
 from refine_af.generate import Prompt
 from refine_af.models import bf16, lora_config, save_adapter
-from refine_af.ppo import build_prompt
+from refine_af.ppo import rollout_prompt
 from refine_af.rewards import CompositeReward, task_of
 
 
@@ -61,7 +61,7 @@ def _text(completion: Any) -> str:
 
 def run_grpo(model: Any, tokenizer: Any, config: Any, records: Sequence[Any],
              reward: CompositeReward | Callable[[list[str], list[str]], list[float]], *,
-             prompt_fn: Callable[[Any], Prompt] = build_prompt, seed: int = 0, output_dir: str = "grpo-output",
+             prompt_fn: Callable[[Any], Prompt] = rollout_prompt, seed: int = 0, output_dir: str = "grpo-output",
              steps: int | None = None, resume: str | bool | None = None, base_ref: str | None = None,
              on_step: Callable[[dict], None] | None = None,
              on_checkpoint: Callable[[Path, list[dict]], None] | None = None) -> list[dict[str, float]]:

@@ -175,7 +175,7 @@ def sampled_ids(token_ids: Sequence[int], tokenizer: Any, stop: Sequence[str]) -
     return ids
 
 
-def build_prompt(item: Any) -> Prompt:
+def rollout_prompt(item: Any) -> Prompt:
     """The instances stage's prompt for an instruction record (a string, or anything `task_of` reads)."""
     return instance_format.build(*task_of(item))
 
@@ -194,7 +194,7 @@ class PPOTrainer:
     """
 
     def __init__(self, model: Any, tokenizer: Any, config: Any, reward_fn: RewardFn, *,
-                 prompt_fn: Callable[[Any], Prompt] = build_prompt,
+                 prompt_fn: Callable[[Any], Prompt] = rollout_prompt,
                  stop: Sequence[str] = instance_format.STOP, seed: int = 0):
         from peft import get_peft_model
 

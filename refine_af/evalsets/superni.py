@@ -30,7 +30,7 @@ from refine_af.prompts import template
 from refine_af.schemas import SuperNITaskFile, decode_json, validate
 from refine_af.store import Store, open_store, read_required
 
-__all__ = ["DEFAULT_SUPERNI_ROOT", "Example", "GENERATION_STOP", "STOP_MARKERS", "SuperNITask", "build_prompt",
+__all__ = ["DEFAULT_SUPERNI_ROOT", "Example", "GENERATION_STOP", "STOP_MARKERS", "SuperNITask", "task_prompt",
            "clean_prediction", "load_tasks", "parse_task", "read_split", "score_tasks"]
 
 DEFAULT_SUPERNI_ROOT = EVAL_DATA / "superni"
@@ -137,7 +137,7 @@ def _sentence(text: str) -> str:
     return text if not text or text[-1] in string.punctuation else text + "."
 
 
-def build_prompt(task: SuperNITask, instance: Instance, num_pos_examples: int = 0) -> str:
+def task_prompt(task: SuperNITask, instance: Instance, num_pos_examples: int = 0) -> str:
     """SuperNI's zero-shot (or k-shot) evaluation prompt (prompts/superni.txt): definition, demonstrations
     (prompts/superni_example.txt), then the instance.
 

@@ -4,7 +4,7 @@
 
 Arms `refine-af` and `self-instruct` are the base model + the LoRA adapter their `sft-<arm>` stage trained; arm
 `base` (on when `evaluate.include_base`) is the untuned model, a reference row. Every arm gets the same raw-text
-prompts: SuperNI's definition + "Input: ... Output:" (`evalsets.superni.build_prompt`) and, for user-oriented
+prompts: SuperNI's definition + "Input: ... Output:" (`evalsets.superni.task_prompt`) and, for user-oriented
 instructions, the "Instruction: ... Output:" format SFT trains on (`instruction_format.instruction_prompt`), sent as a
 user turn of the chat template when the model has one, as SFT trains (`generate.as_user_turn`), and as raw text
 otherwise.
@@ -63,7 +63,7 @@ def run(ctx: StageContext) -> None:
     tasks = superni.load_tasks(split=cfg.split, max_tasks=cfg.max_tasks,
                                max_instances=cfg.max_instances_per_task, store=root)
     user = user_oriented.load_configured(cfg.user_oriented, cfg.max_user_oriented, ctx.config.s3)
-    superni_jobs = [Job("superni", t.name, t.category, inst, superni.build_prompt(t, inst, cfg.num_pos_examples))
+    superni_jobs = [Job("superni", t.name, t.category, inst, superni.task_prompt(t, inst, cfg.num_pos_examples))
                     for t in tasks for inst in t.instances]
     user_jobs = [Job("user_oriented", u.id, u.motivation_app or metrics.UNCATEGORIZED, inst,
                      user_oriented.build_user_prompt(u, inst)) for u in user for inst in u.instances]

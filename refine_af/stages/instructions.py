@@ -46,7 +46,7 @@ CLASSIFY_SHOTS = 6  # examples of each label in the classification prompt
 # -- pure helpers (unit-tested without a model) -----------------------------------------------------------------------
 
 
-def build_prompt(rng: random.Random, seeds: list[str], accepted: list[str], total: int, from_seeds: int) -> str:
+def self_instruct_prompt(rng: random.Random, seeds: list[str], accepted: list[str], total: int, from_seeds: int) -> str:
     """A numbered list of `total` instructions ending in the next number, for the model to continue."""
     machine = rng.sample(accepted, min(total - from_seeds, len(accepted)))
     shown = machine + rng.sample(seeds, min(len(seeds), total - len(machine)))  # a tiny seed file shows all
@@ -124,7 +124,7 @@ def run(ctx: StageContext) -> None:
         round_no += 1
         rng = random.Random(f"{seed}-{round_no}")
         texts = [r["instruction"] for r in accepted]
-        prompts = [build_prompt(rng, seed_texts, texts, cfg.prompt_instructions, cfg.seed_in_prompt)
+        prompts = [self_instruct_prompt(rng, seed_texts, texts, cfg.prompt_instructions, cfg.seed_in_prompt)
                    for _ in range(cfg.prompts_per_round)]
         params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                                 seed=derive(seed, "instructions", round_no))

@@ -116,7 +116,7 @@ def probe(ctx: StageContext, records: list[dict], reward: Any, adapter: Path) ->
     """
     from refine_af.generate import SamplingParams, make_backend
     from refine_af.instance_format import STOP
-    from refine_af.ppo import build_prompt
+    from refine_af.ppo import rollout_prompt
     from refine_af.rewards import task_of
     from refine_af.stats import bootstrap_ci
 
@@ -125,7 +125,7 @@ def probe(ctx: StageContext, records: list[dict], reward: Any, adapter: Path) ->
     backend = make_backend(cfg, adapter=str(adapter), lora="serve")  # served, so the base model answers too
     params = SamplingParams(temperature=rl.temperature, top_p=rl.top_p, max_new_tokens=rl.max_new_tokens,
                             stop=tuple(STOP), seed=cfg.seed)
-    prompts = [build_prompt(r) for r in chosen]
+    prompts = [rollout_prompt(r) for r in chosen]
     base_texts = [c.text for c in backend.generate(prompts, params, desc="probe (base)", adapter=False)]
     policy_texts = [c.text for c in backend.generate(prompts, params, desc="probe (policy)")]
     base, trained = reward.score_completions(chosen, base_texts), reward.score_completions(chosen, policy_texts)

@@ -113,7 +113,7 @@ def test_greedy_raw_prompts_one_call_per_shard(tmp_path, tiny_model_dir):
     store = _run(tmp_path, arms=())
     tasks = superni.load_tasks(max_tasks=3, max_instances=2)
     users = user_oriented.load_user_oriented(max_items=2)
-    answers = {superni.build_prompt(t, i): i.outputs[0] for t in tasks for i in t.instances}
+    answers = {superni.task_prompt(t, i): i.outputs[0] for t in tasks for i in t.instances}
     answers |= {user_oriented.build_user_prompt(u, i): i.outputs[0] for u in users for i in u.instances}
     backend = EchoBackend(answers)
     assert run_stage(_config(store, tiny_model_dir), "evaluate-base", store, backend=backend) == "done"

@@ -5,25 +5,25 @@ from rouge_score import rouge_scorer
 
 from refine_af.readers import load_seeds
 from refine_af.stages.instructions import (
-    build_prompt,
     classify_examples,
     classify_prompt,
     parse_candidates,
     rule_violation,
+    self_instruct_prompt,
 )
 
 
 def test_prompt_shows_seeds_then_accepted_ones():
     rng = random.Random(0)
     seeds = [f"seed task number {i}" for i in range(20)]
-    prompt = build_prompt(rng, seeds, [], 8, 6)
+    prompt = self_instruct_prompt(rng, seeds, [], 8, 6)
     lines = prompt.splitlines()
     assert lines[0] == "Come up with a series of tasks:" and lines[-1] == "9."
     assert sum(line.split(". ", 1)[1] in seeds for line in lines[1:-1]) == 8
     accepted = [f"generated thing {i}" for i in range(5)]
-    shown = [line.split(". ", 1)[1] for line in build_prompt(rng, seeds, accepted, 8, 6).splitlines()[1:-1]]
+    shown = [line.split(". ", 1)[1] for line in self_instruct_prompt(rng, seeds, accepted, 8, 6).splitlines()[1:-1]]
     assert sum(s in accepted for s in shown) == 2 and sum(s in seeds for s in shown) == 6
-    one = [line.split(". ", 1)[1] for line in build_prompt(rng, seeds, accepted[:1], 8, 6).splitlines()[1:-1]]
+    one = [line.split(". ", 1)[1] for line in self_instruct_prompt(rng, seeds, accepted[:1], 8, 6).splitlines()[1:-1]]
     assert sum(s in seeds for s in one) == 7
 
 

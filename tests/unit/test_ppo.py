@@ -14,10 +14,10 @@ from refine_af.generate import SamplingParams
 from refine_af.ppo import (
     KLController,
     PPOTrainer,
-    build_prompt,
     clipped_policy_loss,
     clipped_value_loss,
     gae,
+    rollout_prompt,
     sampled_ids,
     whiten,
 )
@@ -170,9 +170,9 @@ def test_stop_strings_and_the_instances_prompt(builtin_tokenizer):
     assert "Task:" in tok.decode(cut) and "more" not in tok.decode(cut) and cut == ids[: len(cut)]
     eos = tok("a dog", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     assert sampled_ids(eos, tok, instance_format.STOP) == eos
-    assert build_prompt({"instruction": "Is it spam?", "is_classification": True}) == instance_format.build(
+    assert rollout_prompt({"instruction": "Is it spam?", "is_classification": True}) == instance_format.build(
         "Is it spam?", True)
-    assert build_prompt("Add 2 and 3.") == instance_format.build("Add 2 and 3.", False)
+    assert rollout_prompt("Add 2 and 3.") == instance_format.build("Add 2 and 3.", False)
 
 
 def test_the_trainer_leaves_the_global_rng_alone():

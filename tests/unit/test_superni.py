@@ -107,17 +107,17 @@ def test_clean_prediction():
 # -- prompts ----------------------------------------------------------------------------------------------------------
 
 
-def test_build_prompt_zero_and_few_shot():
+def test_task_prompt_zero_and_few_shot():
     task = superni.parse_task("t", task_data(), "t.json")
     inst = task.instances[0]
-    assert superni.build_prompt(task, inst) == (
+    assert superni.task_prompt(task, inst) == (
         "Definition: Answer yes or no.\n\nNow complete the following example -\nInput: q0.\nOutput:"
     )
-    shot = superni.build_prompt(task, inst, num_pos_examples=2)  # only one example exists
+    shot = superni.task_prompt(task, inst, num_pos_examples=2)  # only one example exists
     assert "Positive Example 1 -\nInput: A dog runs.\nOutput: yes.\n\nNow complete" in shot
     assert "Positive Example 2" not in shot
     with pytest.raises(ValueError):
-        superni.build_prompt(task, inst, num_pos_examples=-1)
+        superni.task_prompt(task, inst, num_pos_examples=-1)
 
 
 # -- loading ----------------------------------------------------------------------------------------------------------
@@ -146,7 +146,7 @@ def test_embedded_superni_set_is_valid():
         assert t.name.startswith("task_refine_")
         assert len(t.positive_examples) == 2 and 6 <= len(t.instances) <= 8
         assert all(e.explanation for e in t.positive_examples)
-        assert superni.build_prompt(t, t.instances[0]).endswith("Output:")
+        assert superni.task_prompt(t, t.instances[0]).endswith("Output:")
     # a perfect prediction scores 100 on both metrics
     preds = {i.id: i.outputs[-1] for t in tasks for i in t.instances}
     assert superni.score_tasks(tasks, preds)["overall"]["exact_match"] == 100.0
