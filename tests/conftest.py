@@ -3,7 +3,8 @@
 Tests are laid out by what they need: `unit/` (functions and modules, tiny models), `stages/` (one stage through the
 runner on a store holding finished parents, `helpers.finished_stage`), `cluster/` (the Argo workflow, the Helm chart
 and the images, against the real API server, helm and docker), `e2e/` (the CLI and whole runs in subprocesses).
-Markers: `slow` (minutes), `builtin` (loads the builtin 135M model), `gpu`. The quick loop:
+Markers: `slow` (seconds or more each: training, real scorer models, the API server, subprocesses, whole runs; every
+test in e2e/), `builtin` (loads the builtin 135M model), `gpu`. CI runs them all; the quick loop:
 
     pytest -m "not slow and not builtin"
 """
@@ -61,9 +62,11 @@ def s3_env(s3_endpoint, monkeypatch):
 
 
 def pytest_collection_modifyitems(items):
-    for item in items:  # a test that reaches the builtin model's weights, directly or through a fixture
-        if "builtin_dir" in item.fixturenames:
+    for item in items:
+        if "builtin_dir" in item.fixturenames:  # reaches the builtin model's weights, directly or through a fixture
             item.add_marker(pytest.mark.builtin)
+        if "k8s_api" in item.fixturenames or item.path.parent.name == "e2e":  # a server to start, subprocesses
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,8 @@ from refine_af.argo.compile import render
 from refine_af.config import ClusterConfig, RolePool, RunConfig
 from refine_af.pipeline import STAGES
 
+pytestmark = pytest.mark.slow  # runs the helm binary and kubernetes-validate
+
 CHART = REPO / "helm" / "refine-af"
 CI = CHART / "ci"
 HELM = shutil.which("helm", path=f"{REPO / 'build' / 'tools'}:{Path(sys.executable).parent}") or shutil.which("helm")

@@ -97,6 +97,7 @@ def test_cluster_settings_place_the_pods():
     assert {"name": "cache", "persistentVolumeClaim": {"claimName": "models"}} in template["spec"]["volumes"]
 
 
+@pytest.mark.slow
 def test_render_passes_lint_and_cli_prints_both_documents():
     docs = list(render(RunConfig()))
     assert lint(docs) == []

@@ -101,6 +101,7 @@ def test_a_changed_module_the_stage_imports_changes_its_fingerprint(source_copy)
     code_digest.cache_clear()
 
 
+@pytest.mark.slow
 def test_an_unrelated_module_leaves_every_fingerprint_alone(source_copy):
     code_digest.cache_clear()
     names = ["instructions", "rl", "instances-refine-af", "sft-refine-af", "evaluate-base", "compare"]

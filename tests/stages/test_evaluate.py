@@ -75,6 +75,7 @@ def _check_recomputable(store, arm):
     return rows, scores
 
 
+@pytest.mark.slow
 def test_arms_with_adapters_and_base(tmp_path, tiny_model_dir, adapters):
     store = _run(tmp_path, adapters)
     config = _config(store, tiny_model_dir)

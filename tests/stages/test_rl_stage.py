@@ -32,6 +32,7 @@ def make_run(tmp_path, model, *overrides, instructions=INSTRUCTIONS):
     return config, store
 
 
+@pytest.mark.slow
 def test_ppo_stage_writes_adapter_metrics_plot_and_summary(tmp_path, tiny_model_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -74,6 +75,7 @@ def test_ppo_stage_writes_adapter_metrics_plot_and_summary(tmp_path, tiny_model_
     assert run_stage(config, "rl", store) == "skipped"
 
 
+@pytest.mark.slow
 def test_probe_pairs_base_and_policy_on_the_same_prompts_and_seeds(tmp_path, tiny_model_dir):
     # An adapter that barely moved must answer exactly as the base model: same instructions, same sampling seeds.
     config, store = make_run(tmp_path, tiny_model_dir, "rl.learning_rate=1e-12", "rl.steps=1", "rl.probe_prompts=3")
@@ -88,6 +90,7 @@ def test_probe_pairs_base_and_policy_on_the_same_prompts_and_seeds(tmp_path, tin
     assert not off_store.exists("rl/probe.jsonl") and "probe" not in read_manifest(off_store, "rl")["metrics"]
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_checkpoint_exactly(tmp_path, tiny_model_dir, monkeypatch):
     whole_config, whole_store = make_run(tmp_path / "whole", tiny_model_dir)
     run_stage(whole_config, "rl", whole_store)
@@ -121,6 +124,7 @@ def test_resume_continues_from_the_checkpoint_exactly(tmp_path, tiny_model_dir, 
             assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-5), key
 
 
+@pytest.mark.slow
 def test_grpo_stage(tmp_path, tiny_model_dir):
     config, store = make_run(tmp_path, tiny_model_dir, "rl.algorithm=grpo", "rl.steps=2", "rl.checkpoint_every=1",
                              "rl.grpo.num_generations=2")

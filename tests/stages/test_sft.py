@@ -58,6 +58,7 @@ def _logits(model, tokenizer, text: str) -> torch.Tensor:
         return model(**tokenizer(text, return_tensors="pt")).logits[0]
 
 
+@pytest.mark.slow
 def test_sft_learns_the_completions_and_writes_a_loadable_adapter(tmp_path, model_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -97,6 +98,7 @@ def test_sft_learns_the_completions_and_writes_a_loadable_adapter(tmp_path, mode
     assert runner.run_stage(config, STAGE, store) == "skipped"
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_from_its_store_checkpoint(tmp_path, model_dir, monkeypatch):
     from refine_af.stages import sft
 

@@ -12,6 +12,7 @@ from refine_af.runner import read_manifest, run_stage
 from refine_af.store import open_store
 
 
+@pytest.mark.slow
 def test_sampling_depends_on_the_item_seed_not_the_batch(tiny_model_dir, one_thread):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -74,6 +75,7 @@ def test_shard_pods_then_merge(tmp_path, builtin_dir):
     assert run_stage(config, "instances-self-instruct", store, shard=(0, 2)) == "skipped"  # the stage is done
 
 
+@pytest.mark.slow
 def test_evaluate_predictions_do_not_depend_on_shards(tmp_path, tiny_model_dir, one_thread):
     from refine_af.config import load_config
 

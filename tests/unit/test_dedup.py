@@ -188,6 +188,7 @@ def test_nearest_matches_brute_force_random():
 
 
 @pytest.mark.skipif(not SEEDS.exists(), reason="../shared/data/seed_tasks.jsonl not present")
+@pytest.mark.slow
 def test_real_seed_instructions():
     seeds = [json.loads(line)["instruction"] for line in SEEDS.read_text().splitlines()]
     rng = random.Random(0)

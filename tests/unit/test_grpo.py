@@ -20,6 +20,7 @@ def count_a(instructions: list[str], completions: list[str]) -> list[float]:
 
 
 
+@pytest.mark.slow
 def test_grpo_raises_the_reward_and_reports_kl(tmp_path):
     model, tok = word_policy()
     rl = RLConfig(algorithm="grpo", steps=24, batch_size=8, max_new_tokens=8, learning_rate=1e-2, kl_coef=0.01,

@@ -20,6 +20,8 @@ from refine_af.rewards import CALIBRATION_EXAMPLES, CompositeReward
 from refine_af.rewards import independent as indep
 from refine_af.rewards.shaping import STOP_WORDS
 
+pytestmark = pytest.mark.slow  # loads the real scorer models (seconds each)
+
 ROOT = REPO
 PRESET = ROOT / "refine_af" / "presets" / "cpu-independent.yaml"
 EXAMPLES = CALIBRATION_EXAMPLES  # (instruction, input, a good output)

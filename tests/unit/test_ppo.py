@@ -106,6 +106,7 @@ def test_evaluate_matches_generation_logprobs():
 
 
 @pytest.mark.parametrize("epochs,minibatches", [(1, 2), (2, 2), (1, 1)])  # (1, 1): the fused single pass
+@pytest.mark.slow
 def test_ppo_raises_the_reward_and_reports_kl(caplog, epochs, minibatches):
     lr = 5e-3 * 4 / (epochs * minibatches)  # about the same total movement per step
     t = trainer(warn_kl=3.0, ppo_epochs=epochs, minibatches=minibatches, learning_rate=lr)

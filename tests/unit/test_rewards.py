@@ -345,6 +345,7 @@ def _paper_config(dirs: dict, **extra) -> RewardConfig:
                                                                         "understandability")}, **extra})
 
 
+@pytest.mark.slow
 def test_unieval_loads_one_model_for_its_three_terms(scorer_dirs, monkeypatch):
     import transformers
 
@@ -377,6 +378,7 @@ def test_instructmining_needs_the_papers_scorers(scorer_dirs):
     assert "reward.combination" in _error({"reward": {"combination": "product"}})
 
 
+@pytest.mark.slow
 def test_instructmining_is_the_published_rule_on_raw_indicators(scorer_dirs):
     composite = CompositeReward.from_config(_paper_config(scorer_dirs, combination="instructmining"),
                                             device="cpu").load()

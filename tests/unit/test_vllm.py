@@ -144,6 +144,7 @@ def test_vllm_outputs_do_not_depend_on_batch_mates(tiny_model_dir):
     assert both[1].prompt_ids == encode(backend.tokenizer, prompts[1])
 
 
+@pytest.mark.slow
 def test_a_merged_adapter_answers_as_the_adapter_does(tmp_path, tiny_model_dir):
     """generation.lora=merge: the weights vLLM is given are the base + LoRA, computed once per adapter."""
     import torch
