@@ -10,12 +10,13 @@ With no location given, the loaders read the small sets written for this project
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from refine_af.store import Store, open_store
 
 EVAL_DATA = Path(__file__).parent.parent / "data" / "eval"
 
 
-def store_for(location: str | Path) -> Store:
-    return open_store(str(location), check=False)  # read-only use: no write probe, no bucket round trip
+def store_for(location: str | Path, s3: Any = None) -> Store:
+    return open_store(str(location), s3, check=False)  # read-only use: no write probe, no bucket round trip
 

@@ -28,7 +28,7 @@ from refine_af.evalsets import EVAL_DATA, store_for
 from refine_af.evalsets.metrics import UNCATEGORIZED, Instance, score_groups
 from refine_af.prompts import template
 from refine_af.schemas import SuperNITaskFile, decode_json, validate
-from refine_af.store import Store, open_store, read_required
+from refine_af.store import Store, read_required
 
 __all__ = ["DEFAULT_SUPERNI_ROOT", "Example", "GENERATION_STOP", "STOP_MARKERS", "SuperNITask", "task_prompt",
            "clean_prediction", "load_tasks", "parse_task", "read_split", "score_tasks"]
@@ -200,4 +200,4 @@ def open_root(location: str, s3: Any = None) -> Store:
     if not location.startswith("s3://") and not Path(location.removeprefix("file://")).expanduser().is_dir():
         raise RefineError(f"evaluate.superni: {location} is not a directory (expected a natural-instructions "
                           "checkout with tasks/ and splits/, an s3:// prefix, or builtin)")
-    return open_store(location, s3, check=False)
+    return store_for(location, s3)

@@ -18,7 +18,7 @@ from refine_af.evalsets import EVAL_DATA, store_for
 from refine_af.evalsets.metrics import UNCATEGORIZED, Instance, score_groups
 from refine_af.instruction_format import instruction_prompt
 from refine_af.schemas import UserTaskLine, parse_jsonl, validate
-from refine_af.store import Store, open_store, read_required, split_uri
+from refine_af.store import Store, read_required, split_uri
 
 __all__ = ["DEFAULT_USER_ORIENTED", "UserTask", "build_user_prompt", "load_user_oriented", "parse_user_task",
            "score_user_oriented"]
@@ -95,4 +95,4 @@ def load_configured(configured: str | None, max_items: int | None, s3: Any = Non
     if uri is None:
         return []
     parent, key = split_uri(uri)
-    return load_user_oriented(key, max_items=max_items, store=open_store(parent, s3, check=False))
+    return load_user_oriented(key, max_items=max_items, store=store_for(parent, s3))
